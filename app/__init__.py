@@ -1,0 +1,3 @@
+"""intelwatt-console."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Vectorised numpy process models (no gymnasium, no torch: usable at runtime)."""
