@@ -83,13 +83,16 @@ class ProcessModel(ABC):
         rng: np.random.Generator,
         randomize: float = 0.0,
         params: Mapping[str, FloatArray | float] | None = None,
+        mask: np.ndarray | None = None,
     ) -> None:
-        """Start every plant from a clean, running state.
+        """Start plants from a clean, running state.
 
         Args:
             rng: Source of all randomness (initial state, parameter draws).
             randomize: Relative half-width of uniform parameter randomisation (0.2 = ±20 %).
             params: Explicit parameter overrides by name (scalar or per-plant array).
+            mask: Boolean array ``(n,)``; only plants where it is True are reset (all if ``None``).
+                Used by vectorised envs to restart the plants whose episode ended.
         """
 
     @abstractmethod
@@ -135,3 +138,36 @@ class Policy(ABC):
     @abstractmethod
     def act(self, measurements: Mapping[str, FloatArray], t_s: float, dt_s: float) -> dict[str, FloatArray]:
         """Setpoints for the next ``dt_s`` seconds at simulation time ``t_s``."""
+
+
+class DisturbanceSource(ABC):
+    """Exogenous inputs over time (feed quality, temperature, demand, tariff, fouling events).
+
+    Implementations: scenario files and seeded random generators in ``app.plant.scenarios``.
+    Keys are a model's ``disturbance_names`` plus economic inputs such as ``tariff_eur_kwh``.
+    """
+
+    @abstractmethod
+    def reset(self, n: int, rng: np.random.Generator, mask: np.ndarray | None = None) -> None:
+        """Start new disturbance trajectories for ``n`` plants (only where ``mask`` is True)."""
+
+    @abstractmethod
+    def at(self, t_s: FloatArray) -> dict[str, FloatArray]:
+        """Disturbance values for each plant at its own simulation time ``t_s`` (shape ``(n,)``)."""
+
+
+class ConstantDisturbances(DisturbanceSource):
+    """The same values for every plant at every time; for tests and steady-state checks."""
+
+    def __init__(self, values: Mapping[str, float]) -> None:
+        self._values = dict(values)
+        self._n = 1
+
+    def reset(self, n: int, rng: np.random.Generator, mask: np.ndarray | None = None) -> None:
+        """Remember the number of plants; constants need no randomness."""
+        self._n = n
+
+    def at(self, t_s: FloatArray) -> dict[str, FloatArray]:
+        """The constant values, broadcast to the shape of ``t_s``."""
+        shape = np.shape(t_s)
+        return {k: np.full(shape, v, dtype=np.float64) for k, v in self._values.items()}
