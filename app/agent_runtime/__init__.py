@@ -1,0 +1,1 @@
+"""ONNX policy host: verified agent packages, old/new agent slots, shadow duel, fallback chain."""

@@ -1,0 +1,239 @@
+"""The ``intelwatt`` command line: the composition root of the application.
+
+Each subcommand imports what it needs inside its handler, so ``intelwatt headless`` never loads Qt and
+``intelwatt console`` never loads torch. Every subcommand answers ``--help``; bad input ends with one
+clear line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from app import __version__
+from app.logging_setup import LOG_LEVELS, configure_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+PROCESSES = ("ro", "hsbro", "uf")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """Bad input on the command line: printed as one line, exit code 2."""
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0-65535), got {text!r}")
+    return host, int(port)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _not_yet(what: str, issue: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        raise CliError(f"'{what}' is not available in this build yet (it arrives with the {issue} work)")
+
+    return handler
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+def _console(args: argparse.Namespace) -> int:
+    from app.config import default_site_path, load_site
+
+    site_path = args.site or default_site_path()
+    site = load_site(site_path)
+    if args.check:
+        print(f"{site_path}: OK (site {site.site.name!r}, process {site.site.process!r})")
+        return EXIT_OK
+    from app.ui.app import run_console
+
+    return run_console(site, site_path=Path(site_path), demo=args.demo)
+
+
+def _plant(args: argparse.Namespace) -> int:
+    try:
+        from app.plant.server import run_cli
+    except ImportError as exc:
+        raise CliError(f"the simulated plant is not available in this build: {exc}") from None
+    return run_cli(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    try:
+        from app.training.evaluate import run_cli
+    except ImportError as exc:
+        raise CliError(f"evaluation is not available in this build: {exc}") from None
+    return run_cli(args)
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used by tests and the README generator)."""
+    parser = argparse.ArgumentParser(
+        prog="intelwatt",
+        description="intelwatt-console: operator console for DRL-guided membrane water treatment.",
+    )
+    parser.add_argument("--version", action="version", version=f"intelwatt-console {__version__}")
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default: info)"
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, default=None, help="log folder (default: the platform's user log dir)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("console", help="the Qt operator console", description="Start the operator console.")
+    p.add_argument("--site", type=Path, help="site file (default: resources/sites/demo-ro.toml)")
+    p.add_argument("--demo", action="store_true", help="start the embedded simulated plant on loopback")
+    p.add_argument("--check", action="store_true", help="validate the site file and exit")
+    p.set_defaults(handler=_console)
+
+    p = sub.add_parser(
+        "headless",
+        help="the control core without a UI (service, on-prem container)",
+        description="Run the control core headless until SIGTERM/SIGINT.",
+    )
+    p.add_argument("--site", type=Path, required=True, help="site file")
+    p.set_defaults(handler=_not_yet("intelwatt headless", "control core"))
+
+    p = sub.add_parser(
+        "plant",
+        help="the simulated plant served as a PLC (OPC UA and/or Modbus TCP)",
+        description="Serve a process simulator as a PLC over OPC UA and/or Modbus TCP.",
+    )
+    p.add_argument("--process", choices=PROCESSES, default="ro", help="process model (default: ro)")
+    p.add_argument("--opcua", type=_host_port, metavar="HOST:PORT", help="serve OPC UA here")
+    p.add_argument("--modbus", type=_host_port, metavar="HOST:PORT", help="serve Modbus TCP here")
+    p.add_argument("--speed", type=_positive_float, default=1.0, help="time acceleration (default: 1)")
+    p.add_argument("--scenario", type=Path, help="disturbance scenario CSV (default: seeded random)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(handler=_plant)
+
+    p = sub.add_parser(
+        "train",
+        help="train an initial agent and write a signed agent package",
+        description="Train an agent on the simulator and write a signed agent package.",
+    )
+    p.add_argument("--process", choices=PROCESSES, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output package folder")
+    p.add_argument("--steps", type=_positive_int, help="environment steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_not_yet("intelwatt train", "agent training"))
+
+    p = sub.add_parser(
+        "eval",
+        help="control-quality table: agents and baselines on the same seeded scenarios",
+        description="Evaluate agents and baselines on the same seeded scenarios.",
+    )
+    p.add_argument("--process", choices=PROCESSES, required=True)
+    p.add_argument(
+        "--policy", nargs="+", required=True, metavar="DIR|baseline:NAME", help="policies to compare"
+    )
+    p.add_argument("--scenarios", type=Path, help="scenario folder (default: resources/scenarios/PROCESS)")
+    p.add_argument("--episodes", type=_positive_int, help="episodes (default: one per scenario file)")
+    p.add_argument("--days", type=_positive_float, help="episode length override in days")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(handler=_eval)
+
+    p = sub.add_parser(
+        "retrain",
+        help="the continuous-training job (also the Azure ML command job)",
+        description="Calibrate the twin on logged plant data, fine-tune, gate and write a candidate.",
+    )
+    p.add_argument("--process", choices=PROCESSES, required=True)
+    p.add_argument("--data", required=True, help="logged transitions: outbox export or blob prefix")
+    p.add_argument("--base", type=Path, required=True, help="agent package to start from")
+    p.add_argument("--out", type=Path, required=True, help="candidate package folder")
+    p.set_defaults(handler=_not_yet("intelwatt retrain", "continuous training"))
+
+    p = sub.add_parser(
+        "registry", help="the Azure Blob model registry", description="Manage agent versions in Azure Blob."
+    )
+    reg = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    for name, text in (
+        ("list", "list versions and aliases"),
+        ("push", "upload an agent package as a new version"),
+        ("pull", "download a version"),
+        ("promote", "point 'production' at a version"),
+        ("rollback", "point 'production' back at 'previous'"),
+    ):
+        q = reg.add_parser(name, help=text, description=text.capitalize() + ".")
+        q.add_argument("--site", type=Path, help="site file with the [cloud] settings")
+        q.add_argument("--process", choices=PROCESSES, default="ro")
+        q.set_defaults(handler=_not_yet(f"intelwatt registry {name}", "cloud"))
+
+    p = sub.add_parser("audit", help="audit ledger tools", description="Audit ledger tools.")
+    aud = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    q = aud.add_parser(
+        "verify", help="check the hash chain of an audit ledger", description="Verify an audit ledger."
+    )
+    q.add_argument("db", type=Path, metavar="DB", help="ledger SQLite file")
+    q.set_defaults(handler=_not_yet("intelwatt audit verify", "control core"))
+
+    p = sub.add_parser(
+        "keys", help="Ed25519 signing keys for agent packages", description="Manage signing keys."
+    )
+    keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    q = keys.add_parser("generate", help="create a signing key pair", description="Create a key pair.")
+    q.add_argument("--out", type=Path, required=True, help="folder for the key pair")
+    q.add_argument("--name", default="signing", help="key name")
+    q.set_defaults(handler=_not_yet("intelwatt keys generate", "agent training"))
+    q = keys.add_parser("trust", help="add a public key to a trust store", description="Trust a key.")
+    q.add_argument("public_key", type=Path, metavar="PUBLIC_KEY")
+    q.add_argument("--store", type=Path, default=Path("resources/trust"))
+    q.set_defaults(handler=_not_yet("intelwatt keys trust", "agent training"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``intelwatt`` command line and return its exit code."""
+    from app.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_dir, console=args.command != "console")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"intelwatt {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"intelwatt {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

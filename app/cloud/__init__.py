@@ -1,0 +1,1 @@
+"""Azure Blob model registry, store-and-forward log shipping, cloud scoring endpoint client."""

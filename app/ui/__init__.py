@@ -1,0 +1,1 @@
+"""The PySide6 + pyqtgraph operator console: the only package that imports Qt."""
