@@ -56,7 +56,9 @@ def _positive_int(text: str) -> int:
 
 def _not_yet(what: str, issue: str) -> Handler:
     def handler(args: argparse.Namespace) -> int:
-        raise CliError(f"'{what}' is not available in this build yet (it arrives with the {issue} work)")
+        raise CliError(
+            f"'{what}' is not available in this build yet (it arrives with the {issue} work)"
+        )
 
     return handler
 
@@ -107,13 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default: info)"
     )
     parser.add_argument(
-        "--log-dir", type=Path, default=None, help="log folder (default: the platform's user log dir)"
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="log folder (default: the platform's user log dir)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("console", help="the Qt operator console", description="Start the operator console.")
+    p = sub.add_parser(
+        "console", help="the Qt operator console", description="Start the operator console."
+    )
     p.add_argument("--site", type=Path, help="site file (default: resources/sites/demo-ro.toml)")
-    p.add_argument("--demo", action="store_true", help="start the embedded simulated plant on loopback")
+    p.add_argument(
+        "--demo", action="store_true", help="start the embedded simulated plant on loopback"
+    )
     p.add_argument("--check", action="store_true", help="validate the site file and exit")
     p.set_defaults(handler=_console)
 
@@ -133,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process", choices=PROCESSES, default="ro", help="process model (default: ro)")
     p.add_argument("--opcua", type=_host_port, metavar="HOST:PORT", help="serve OPC UA here")
     p.add_argument("--modbus", type=_host_port, metavar="HOST:PORT", help="serve Modbus TCP here")
-    p.add_argument("--speed", type=_positive_float, default=1.0, help="time acceleration (default: 1)")
-    p.add_argument("--scenario", type=Path, help="disturbance scenario CSV (default: seeded random)")
+    p.add_argument(
+        "--speed", type=_positive_float, default=1.0, help="time acceleration (default: 1)"
+    )
+    p.add_argument(
+        "--scenario", type=Path, help="disturbance scenario CSV (default: seeded random)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(handler=_plant)
 
@@ -156,10 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--process", choices=PROCESSES, required=True)
     p.add_argument(
-        "--policy", nargs="+", required=True, metavar="DIR|baseline:NAME", help="policies to compare"
+        "--policy",
+        nargs="+",
+        required=True,
+        metavar="DIR|baseline:NAME",
+        help="policies to compare",
     )
-    p.add_argument("--scenarios", type=Path, help="scenario folder (default: resources/scenarios/PROCESS)")
-    p.add_argument("--episodes", type=_positive_int, help="episodes (default: one per scenario file)")
+    p.add_argument(
+        "--scenarios", type=Path, help="scenario folder (default: resources/scenarios/PROCESS)"
+    )
+    p.add_argument(
+        "--episodes", type=_positive_int, help="episodes (default: one per scenario file)"
+    )
     p.add_argument("--days", type=_positive_float, help="episode length override in days")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -177,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_not_yet("intelwatt retrain", "continuous training"))
 
     p = sub.add_parser(
-        "registry", help="the Azure Blob model registry", description="Manage agent versions in Azure Blob."
+        "registry",
+        help="the Azure Blob model registry",
+        description="Manage agent versions in Azure Blob.",
     )
     reg = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
     for name, text in (
@@ -195,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="audit ledger tools", description="Audit ledger tools.")
     aud = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     q = aud.add_parser(
-        "verify", help="check the hash chain of an audit ledger", description="Verify an audit ledger."
+        "verify",
+        help="check the hash chain of an audit ledger",
+        description="Verify an audit ledger.",
     )
     q.add_argument("db", type=Path, metavar="DB", help="ledger SQLite file")
     q.set_defaults(handler=_not_yet("intelwatt audit verify", "control core"))
@@ -204,11 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
         "keys", help="Ed25519 signing keys for agent packages", description="Manage signing keys."
     )
     keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    q = keys.add_parser("generate", help="create a signing key pair", description="Create a key pair.")
+    q = keys.add_parser(
+        "generate", help="create a signing key pair", description="Create a key pair."
+    )
     q.add_argument("--out", type=Path, required=True, help="folder for the key pair")
     q.add_argument("--name", default="signing", help="key name")
     q.set_defaults(handler=_not_yet("intelwatt keys generate", "agent training"))
-    q = keys.add_parser("trust", help="add a public key to a trust store", description="Trust a key.")
+    q = keys.add_parser(
+        "trust", help="add a public key to a trust store", description="Trust a key."
+    )
     q.add_argument("public_key", type=Path, metavar="PUBLIC_KEY")
     q.add_argument("--store", type=Path, default=Path("resources/trust"))
     q.set_defaults(handler=_not_yet("intelwatt keys trust", "agent training"))

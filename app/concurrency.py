@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class LoopThread:
 
 
 _STOP = object()
+_Job = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class SerialWorker:
@@ -118,7 +119,7 @@ class SerialWorker:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
 
@@ -138,7 +139,9 @@ class SerialWorker:
         """True when called from the worker's own thread."""
         return threading.current_thread() is self._thread
 
-    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
         """Queue ``fn(*args, **kwargs)``; the future holds its result or exception."""
         if not self._started:
             raise RuntimeError(f"worker {self.name!r} is not started")
@@ -151,7 +154,7 @@ class SerialWorker:
             job = self._jobs.get()
             if job is _STOP:
                 return
-            future, fn, args, kwargs = job  # type: ignore[misc]
+            future, fn, args, kwargs = cast(_Job, job)
             if not future.set_running_or_notify_cancel():
                 continue
             try:

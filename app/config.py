@@ -117,7 +117,9 @@ class PlantConnection(_Model):
     @model_validator(mode="after")
     def _protocol_section(self) -> PlantConnection:
         if getattr(self, self.protocol) is None:
-            raise ValueError(f"protocol is {self.protocol!r} but the [plant.{self.protocol}] table is missing")
+            raise ValueError(
+                f"protocol is {self.protocol!r} but the [plant.{self.protocol}] table is missing"
+            )
         if self.watchdog_timeout_s <= 2 * self.heartbeat_period_s:
             raise ValueError("watchdog_timeout_s must be more than twice heartbeat_period_s")
         return self
@@ -228,7 +230,9 @@ class CloudSettings(_Model):
     enabled: bool = False
     connection_string: str | None = None
     """Secret reference for the storage connection string."""
-    container: str = Field(default="intelwatt", min_length=3, max_length=63, pattern=r"^[a-z0-9-]+$")
+    container: str = Field(
+        default="intelwatt", min_length=3, max_length=63, pattern=r"^[a-z0-9-]+$"
+    )
     poll_period_s: float = Field(default=300.0, gt=0)
     scoring_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     scoring_key: str | None = None
@@ -243,7 +247,9 @@ class CloudSettings(_Model):
     @model_validator(mode="after")
     def _complete(self) -> CloudSettings:
         if self.enabled and self.connection_string is None:
-            raise ValueError("cloud is enabled but 'connection_string' (a secret reference) is missing")
+            raise ValueError(
+                "cloud is enabled but 'connection_string' (a secret reference) is missing"
+            )
         if self.scoring_url is not None and self.scoring_key is None:
             raise ValueError("'scoring_url' needs a 'scoring_key' secret reference")
         return self
@@ -265,7 +271,9 @@ class SiteConfig(_Model):
     @model_validator(mode="after")
     def _agent_period(self) -> SiteConfig:
         if self.control.supervision_period_s > self.plant.watchdog_timeout_s / 2:
-            raise ValueError("control.supervision_period_s must be at most half the plant watchdog_timeout_s")
+            raise ValueError(
+                "control.supervision_period_s must be at most half the plant watchdog_timeout_s"
+            )
         return self
 
 

@@ -33,7 +33,9 @@ def default_log_dir() -> Path:
     return Path(platformdirs.user_log_dir("intelwatt", appauthor=False))
 
 
-def configure_logging(level: str = "info", log_dir: Path | None = None, *, console: bool = True) -> Path:
+def configure_logging(
+    level: str = "info", log_dir: Path | None = None, *, console: bool = True
+) -> Path:
     """Send logs to a rotating file in ``log_dir`` (and to stderr if ``console``).
 
     Args:

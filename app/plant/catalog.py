@@ -71,7 +71,9 @@ class ProcessCatalog:
         names = [t.name for t in self.tags]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
-            raise ValueError(f"catalog {self.process!r} defines tags more than once: {sorted(dupes)}")
+            raise ValueError(
+                f"catalog {self.process!r} defines tags more than once: {sorted(dupes)}"
+            )
 
     def __iter__(self) -> Iterator[TagDef]:
         return iter(self.tags)
@@ -117,23 +119,66 @@ WRITE_INHIBIT = "write_inhibit"
 _S = TagRole.STATUS
 
 COMMON_TAGS: tuple[TagDef, ...] = (
-    TagDef(CONSOLE_HEARTBEAT, "count", 0, 65535, TagRole.HEARTBEAT,
-           "Counter the console increments while it is healthy (PLC watchdog input)",
-           plc_low=0, plc_high=65535),
-    TagDef(PLC_HEARTBEAT, "count", 0, 65535, TagRole.HEARTBEAT,
-           "Counter the PLC increments every second"),
-    TagDef(AGENT_IN_CONTROL, "", 0, 1, TagRole.COMMAND,
-           "Console requests supervisory control (1) or hands back to base control (0)",
-           plc_low=0, plc_high=1, base_value=0, discrete=True),
-    TagDef(SUPERVISORY_ACTIVE, "", 0, 1, _S,
-           "PLC is following the console's setpoints", discrete=True),
-    TagDef(WATCHDOG_TRIPPED, "", 0, 1, _S,
-           "Console heartbeat stopped; PLC returned to base control", discrete=True),
-    TagDef(REMOTE_MODE, "", 0, 1, _S,
-           "Local/remote selector on the panel is in remote (supervisory writes allowed)",
-           discrete=True),
-    TagDef(WRITE_INHIBIT, "", 0, 1, _S,
-           "PLC refuses supervisory writes (maintenance, interlock)", discrete=True),
+    TagDef(
+        CONSOLE_HEARTBEAT,
+        "count",
+        0,
+        65535,
+        TagRole.HEARTBEAT,
+        "Counter the console increments while it is healthy (PLC watchdog input)",
+        plc_low=0,
+        plc_high=65535,
+    ),
+    TagDef(
+        PLC_HEARTBEAT,
+        "count",
+        0,
+        65535,
+        TagRole.HEARTBEAT,
+        "Counter the PLC increments every second",
+    ),
+    TagDef(
+        AGENT_IN_CONTROL,
+        "",
+        0,
+        1,
+        TagRole.COMMAND,
+        "Console requests supervisory control (1) or hands back to base control (0)",
+        plc_low=0,
+        plc_high=1,
+        base_value=0,
+        discrete=True,
+    ),
+    TagDef(
+        SUPERVISORY_ACTIVE, "", 0, 1, _S, "PLC is following the console's setpoints", discrete=True
+    ),
+    TagDef(
+        WATCHDOG_TRIPPED,
+        "",
+        0,
+        1,
+        _S,
+        "Console heartbeat stopped; PLC returned to base control",
+        discrete=True,
+    ),
+    TagDef(
+        REMOTE_MODE,
+        "",
+        0,
+        1,
+        _S,
+        "Local/remote selector on the panel is in remote (supervisory writes allowed)",
+        discrete=True,
+    ),
+    TagDef(
+        WRITE_INHIBIT,
+        "",
+        0,
+        1,
+        _S,
+        "PLC refuses supervisory writes (maintenance, interlock)",
+        discrete=True,
+    ),
 )
 
 _O = TagRole.OBSERVATION
@@ -146,7 +191,14 @@ RO_CATALOG = ProcessCatalog(
     agent_period_s=1800.0,
     tags=(
         TagDef("feed_pressure_bar", "bar", 0, 45, _O, "HP pump discharge / feed pressure"),
-        TagDef("concentrate_pressure_bar", "bar", 0, 45, _O, "Concentrate pressure at the vessel outlet"),
+        TagDef(
+            "concentrate_pressure_bar",
+            "bar",
+            0,
+            45,
+            _O,
+            "Concentrate pressure at the vessel outlet",
+        ),
         TagDef("permeate_pressure_bar", "bar", 0, 5, _O, "Permeate back-pressure"),
         TagDef("stage_dp_bar", "bar", 0, 5, _O, "Feed-to-concentrate pressure drop"),
         TagDef("feed_flow_m3h", "m3/h", 0, 80, _O, "Feed flow"),
@@ -156,20 +208,63 @@ RO_CATALOG = ProcessCatalog(
         TagDef("permeate_conductivity_uscm", "µS/cm", 0, 500, _O, "Permeate conductivity"),
         TagDef("feed_temperature_c", "°C", 0, 45, _O, "Feed temperature"),
         TagDef("feed_ph", "pH", 0, 14, _O, "Feed pH"),
-        TagDef("feed_orp_mv", "mV", -500, 1000, _O, "Feed ORP (oxidant breakthrough protects membranes)"),
+        TagDef(
+            "feed_orp_mv",
+            "mV",
+            -500,
+            1000,
+            _O,
+            "Feed ORP (oxidant breakthrough protects membranes)",
+        ),
         TagDef("tank_level_pct", "%", 0, 100, _O, "Permeate tank level"),
         TagDef("hpp_speed_pct", "%", 0, 100, _O, "HP pump VFD speed"),
         TagDef("hpp_power_kw", "kW", 0, 150, _O, "HP pump electrical power"),
         TagDef("conc_valve_pct", "%", 0, 100, _O, "Concentrate valve opening"),
         TagDef("recovery_pct", "%", 0, 100, _O, "Permeate / feed flow"),
-        TagDef("hours_since_cip_h", "h", 0, 10000, _O, "Operating hours since the last clean-in-place"),
-        TagDef("cip_active", "", 0, 1, _O, "Clean-in-place in progress (no production)", discrete=True),
-        TagDef("feed_pressure_sp_bar", "bar", 0, 45, _SP, "Supervisory feed pressure setpoint",
-               plc_low=5.0, plc_high=40.0, max_rate_per_s=0.7, max_move=1.0, base_value=12.0),
-        TagDef("feed_flow_sp_m3h", "m3/h", 0, 80, _SP, "Supervisory feed flow setpoint",
-               plc_low=20.0, plc_high=70.0, max_rate_per_s=0.5, max_move=4.0, base_value=40.0),
-        TagDef("cip_request", "", 0, 1, TagRole.COMMAND, "Request a clean-in-place now",
-               plc_low=0, plc_high=1, base_value=0, discrete=True),
+        TagDef(
+            "hours_since_cip_h", "h", 0, 10000, _O, "Operating hours since the last clean-in-place"
+        ),
+        TagDef(
+            "cip_active", "", 0, 1, _O, "Clean-in-place in progress (no production)", discrete=True
+        ),
+        TagDef(
+            "feed_pressure_sp_bar",
+            "bar",
+            0,
+            45,
+            _SP,
+            "Supervisory feed pressure setpoint",
+            plc_low=5.0,
+            plc_high=40.0,
+            max_rate_per_s=0.7,
+            max_move=1.0,
+            base_value=12.0,
+        ),
+        TagDef(
+            "feed_flow_sp_m3h",
+            "m3/h",
+            0,
+            80,
+            _SP,
+            "Supervisory feed flow setpoint",
+            plc_low=20.0,
+            plc_high=70.0,
+            max_rate_per_s=0.5,
+            max_move=4.0,
+            base_value=40.0,
+        ),
+        TagDef(
+            "cip_request",
+            "",
+            0,
+            1,
+            TagRole.COMMAND,
+            "Request a clean-in-place now",
+            plc_low=0,
+            plc_high=1,
+            base_value=0,
+            discrete=True,
+        ),
         *COMMON_TAGS,
     ),
 )

@@ -21,7 +21,9 @@ def test_every_catalogue_is_complete_and_consistent(process: str) -> None:
             assert tag.plc_low is not None and tag.plc_high is not None, tag.name
             assert tag.low <= tag.plc_low < tag.plc_high <= tag.high, tag.name
             assert tag.max_move is not None and tag.max_move > 0, tag.name
-            assert tag.base_value is not None and tag.plc_low <= tag.base_value <= tag.plc_high, tag.name
+            assert tag.base_value is not None and tag.plc_low <= tag.base_value <= tag.plc_high, (
+                tag.name
+            )
         if tag.writable:
             assert tag.plc_low is not None and tag.plc_high is not None, tag.name
 

@@ -42,9 +42,19 @@ def test_demo_site_is_valid_and_documents_every_key() -> None:
     assert set(site.limits) == {t.name for t in RO_CATALOG.setpoints}
     text = DEMO.read_text()
     documented = {path[-1] for path in key_lines(text)}
-    for model in (cfg.SiteConfig, cfg.PlantConnection, cfg.ControlSettings, cfg.ModePolicy,
-                  cfg.AgentSettings, cfg.CloudSettings, cfg.OpcUaConnection, cfg.ModbusConnection,
-                  cfg.SiteInfo, cfg.TagLimits, cfg.OpcUaSecurity):
+    for model in (
+        cfg.SiteConfig,
+        cfg.PlantConnection,
+        cfg.ControlSettings,
+        cfg.ModePolicy,
+        cfg.AgentSettings,
+        cfg.CloudSettings,
+        cfg.OpcUaConnection,
+        cfg.ModbusConnection,
+        cfg.SiteInfo,
+        cfg.TagLimits,
+        cfg.OpcUaSecurity,
+    ):
         for name, field in model.model_fields.items():
             key = field.alias or name
             assert key in documented or key in text, f"{model.__name__}.{key} is not documented"
@@ -86,14 +96,16 @@ def test_unknown_key_names_key_and_line() -> None:
 
 
 def test_wrong_type_and_range_name_key_and_line() -> None:
-    text = MINIMAL + "port = 70000\ntimeout_s = \"fast\"\n"
+    text = MINIMAL + 'port = 70000\ntimeout_s = "fast"\n'
     found = problems(text)
     assert any(p.startswith("plant.modbus.port (line 12)") for p in found), found
     assert any(p.startswith("plant.modbus.timeout_s (line 13)") for p in found), found
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    text = MINIMAL.replace('process = "ro"', 'process = "nf"').replace('name = "t1"', 'name = "bad name"')
+    text = MINIMAL.replace('process = "ro"', 'process = "nf"').replace(
+        'name = "t1"', 'name = "bad name"'
+    )
     found = problems(text)
     assert len(found) == 2
     assert found[0].startswith("site.name (line 4)")
@@ -108,8 +120,7 @@ def test_protocol_without_its_table() -> None:
 
 def test_operator_limits_must_lie_inside_engineer_limits() -> None:
     text = MINIMAL + (
-        "\n[limits.feed_pressure_sp_bar]\nengineer_low = 6\nengineer_high = 16\n"
-        "operator_low = 5\n"
+        "\n[limits.feed_pressure_sp_bar]\nengineer_low = 6\nengineer_high = 16\noperator_low = 5\n"
     )
     (only,) = problems(text)
     assert only.startswith("limits.feed_pressure_sp_bar (line 13)")
@@ -117,7 +128,10 @@ def test_operator_limits_must_lie_inside_engineer_limits() -> None:
 
 
 def test_plaintext_secret_is_refused() -> None:
-    text = MINIMAL + '\n[cloud]\nenabled = true\nconnection_string = "DefaultEndpointsProtocol=https;AccountKey=abc"\n'
+    text = (
+        MINIMAL
+        + '\n[cloud]\nenabled = true\nconnection_string = "DefaultEndpointsProtocol=https;AccountKey=abc"\n'
+    )
     (only,) = problems(text)
     assert only.startswith("cloud.connection_string (line 15)")
     assert "env:VARIABLE" in only
@@ -153,7 +167,9 @@ def test_migration_chain(monkeypatch: pytest.MonkeyPatch) -> None:
         return {**doc, "site": site}
 
     monkeypatch.setitem(cfg.MIGRATIONS, 0, v0_to_v1)
-    old = MINIMAL.replace("schema_version = 1", "schema_version = 0").replace("[site]", "[plant_site]")
+    old = MINIMAL.replace("schema_version = 1", "schema_version = 0").replace(
+        "[site]", "[plant_site]"
+    )
     assert parse_site(old).site.name == "t1"
 
 

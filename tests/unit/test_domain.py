@@ -66,7 +66,9 @@ def test_roles_are_ordered_by_authority() -> None:
 
 
 def test_origin_constructors() -> None:
-    assert d.Origin.operator("ann", d.Role.OPERATOR) == d.Origin(d.OriginKind.OPERATOR, "ann", d.Role.OPERATOR)
+    assert d.Origin.operator("ann", d.Role.OPERATOR) == d.Origin(
+        d.OriginKind.OPERATOR, "ann", d.Role.OPERATOR
+    )
     assert d.Origin.agent("2026.11.1").kind is d.OriginKind.AGENT
     assert d.Origin.system("watchdog").role is None
 

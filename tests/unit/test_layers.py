@@ -16,7 +16,9 @@ BIN = Path(sys.executable).parent
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -38,7 +40,9 @@ def test_the_real_tree_keeps_its_layers() -> None:
 
 def test_qt_outside_ui_is_caught_by_both_checks(tree_copy: Path) -> None:
     planted = tree_copy / "app" / "controllers" / "sneaky.py"
-    planted.write_text('"""Planted violation."""\n\nfrom PySide6.QtCore import QObject\n\n_ = QObject\n')
+    planted.write_text(
+        '"""Planted violation."""\n\nfrom PySide6.QtCore import QObject\n\n_ = QObject\n'
+    )
     result = _lint_imports(tree_copy)
     assert result.returncode != 0
     assert "Qt only in app.ui" in result.stdout
@@ -50,7 +54,9 @@ def test_qt_outside_ui_is_caught_by_both_checks(tree_copy: Path) -> None:
 
 def test_upward_import_is_caught(tree_copy: Path) -> None:
     planted = tree_copy / "app" / "drivers" / "upward.py"
-    planted.write_text('"""Planted violation."""\n\nimport app.controllers\n\n_ = app.controllers\n')
+    planted.write_text(
+        '"""Planted violation."""\n\nimport app.controllers\n\n_ = app.controllers\n'
+    )
     result = _lint_imports(tree_copy)
     assert result.returncode != 0
     assert "app.drivers.upward -> app.controllers" in result.stdout

@@ -136,7 +136,9 @@ class Policy(ABC):
         """Forget all internal state (integrators, timers) for ``n`` plants."""
 
     @abstractmethod
-    def act(self, measurements: Mapping[str, FloatArray], t_s: float, dt_s: float) -> dict[str, FloatArray]:
+    def act(
+        self, measurements: Mapping[str, FloatArray], t_s: float, dt_s: float
+    ) -> dict[str, FloatArray]:
         """Setpoints for the next ``dt_s`` seconds at simulation time ``t_s``."""
 
 
