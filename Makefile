@@ -7,9 +7,14 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSDEPS_STAMP := $(VENV)/.system-deps
+# Test peers: the Azure Storage emulator (npm) and the Azure ML scoring server (its own venv: strict pins).
+TOOLS := .tools
+AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
+SCORING_VENV := .venv-scoring
+SCORING_STAMP := $(SCORING_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps run test lint format bench package clean
+.PHONY: help venv system-deps test-peers run test lint format bench package clean
 
 help:
 	@echo "make run      start the console on the embedded demo plant (installs everything first)"
@@ -35,10 +40,21 @@ $(SYSDEPS_STAMP): $(STAMP) packaging/system-deps.sh
 
 system-deps: $(SYSDEPS_STAMP)
 
+$(AZURITE):
+	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error azurite@3.35.0
+
+$(SCORING_STAMP): packaging/azureml/requirements.txt
+	test -x $(SCORING_VENV)/bin/python || $(PY) -m venv $(SCORING_VENV)
+	$(SCORING_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SCORING_VENV)/bin/python -m pip install --quiet -r packaging/azureml/requirements.txt
+	touch $@
+
+test-peers: $(AZURITE) $(SCORING_STAMP)
+
 run: venv system-deps
 	$(VENV)/bin/intelwatt console --demo
 
-test: venv system-deps
+test: venv system-deps test-peers
 	QT_QPA_PLATFORM=offscreen $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: venv

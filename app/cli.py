@@ -95,6 +95,18 @@ def _eval(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from app.controllers.ledger import run_audit_cli
+
+    return run_audit_cli(args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from app.agent_runtime.keys import run_keys_cli
+
+    return run_keys_cli(args)
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -149,6 +161,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario", type=Path, help="disturbance scenario CSV (default: seeded random)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--scan", type=_positive_float, default=1.0, help="plant seconds per PLC scan (default: 1)"
+    )
+    p.add_argument(
+        "--watchdog-timeout",
+        type=_positive_float,
+        default=10.0,
+        help="heartbeat watchdog timeout, wall-clock seconds (default: 10)",
+    )
+    p.add_argument("--device-id", type=_positive_int, default=1, help="Modbus unit id (default: 1)")
+    p.add_argument(
+        "--security",
+        default="none",
+        metavar="MODES",
+        help="OPC UA endpoints: comma-separated none, sign, sign_encrypt (default: none)",
+    )
+    p.add_argument(
+        "--pki", type=Path, help="OPC UA pki folder: server cert/key (created) and trusted/ certs"
+    )
+    p.add_argument("--users", type=Path, help="OPC UA users file: name:scrypt$... per line")
+    p.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="accept anonymous OPC UA sessions although users are defined",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        metavar="SPEC",
+        help="start-up fault, e.g. freeze:feed_ph, force:feed_ph=15, delay:2:modbus, local (repeatable)",
+    )
+    p.add_argument(
+        "--commands",
+        action="store_true",
+        help="read fault/operator commands from stdin (see docs/plc-interface.md)",
+    )
+    p.add_argument(
+        "--status-period",
+        type=_positive_float,
+        default=10.0,
+        help="seconds between status log lines (default: 10)",
+    )
+    p.add_argument("--no-noise", action="store_true", help="serve noise-free measurements")
     p.set_defaults(handler=_plant)
 
     p = sub.add_parser(
@@ -223,24 +278,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify an audit ledger.",
     )
     q.add_argument("db", type=Path, metavar="DB", help="ledger SQLite file")
-    q.set_defaults(handler=_not_yet("intelwatt audit verify", "control core"))
+    q.set_defaults(handler=_audit_verify)
 
     p = sub.add_parser(
         "keys", help="Ed25519 signing keys for agent packages", description="Manage signing keys."
     )
     keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = keys.add_parser(
-        "generate", help="create a signing key pair", description="Create a key pair."
+        "generate",
+        help="create a signing key pair",
+        description="Create an Ed25519 key pair (the private key is encrypted with "
+        "$INTELWATT_SIGNING_KEY_PASSPHRASE if set).",
     )
     q.add_argument("--out", type=Path, required=True, help="folder for the key pair")
     q.add_argument("--name", default="signing", help="key name")
-    q.set_defaults(handler=_not_yet("intelwatt keys generate", "agent training"))
+    q.set_defaults(handler=_keys)
     q = keys.add_parser(
         "trust", help="add a public key to a trust store", description="Trust a key."
     )
     q.add_argument("public_key", type=Path, metavar="PUBLIC_KEY")
     q.add_argument("--store", type=Path, default=Path("resources/trust"))
-    q.set_defaults(handler=_not_yet("intelwatt keys trust", "agent training"))
+    q.set_defaults(handler=_keys)
     return parser
 
 
