@@ -12,6 +12,9 @@ TOOLS := .tools
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 SCORING_VENV := .venv-scoring
 SCORING_STAMP := $(SCORING_VENV)/.installed
+# azure-ai-ml validates the Azure ML YAML offline; its pins clash with the scoring server's.
+SDK_VENV := .venv-azureml-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps test-peers run test lint format bench package clean
@@ -49,7 +52,13 @@ $(SCORING_STAMP): packaging/azureml/requirements.txt
 	$(SCORING_VENV)/bin/python -m pip install --quiet -r packaging/azureml/requirements.txt
 	touch $@
 
-test-peers: $(AZURITE) $(SCORING_STAMP)
+$(SDK_STAMP): packaging/azureml/sdk-requirements.txt
+	test -x $(SDK_VENV)/bin/python || $(PY) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SDK_VENV)/bin/python -m pip install --quiet -r packaging/azureml/sdk-requirements.txt
+	touch $@
+
+test-peers: $(AZURITE) $(SCORING_STAMP) $(SDK_STAMP)
 
 run: venv system-deps
 	$(VENV)/bin/intelwatt console --demo

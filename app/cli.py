@@ -107,6 +107,12 @@ def _keys(args: argparse.Namespace) -> int:
     return run_keys_cli(args)
 
 
+def _registry(args: argparse.Namespace) -> int:
+    from app.cloud.registry_cli import run_registry_cli
+
+    return run_registry_cli(args)
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -268,7 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
         q = reg.add_parser(name, help=text, description=text.capitalize() + ".")
         q.add_argument("--site", type=Path, help="site file with the [cloud] settings")
         q.add_argument("--process", choices=PROCESSES, default="ro")
-        q.set_defaults(handler=_not_yet(f"intelwatt registry {name}", "cloud"))
+        q.add_argument(
+            "--container",
+            help="blob container (default: the site's [cloud] container, else 'intelwatt')",
+        )
+        if name == "push":
+            q.add_argument(
+                "package", type=Path, metavar="PACKAGE", help="signed agent package folder"
+            )
+            q.add_argument(
+                "--alias",
+                choices=("candidate", "production", "previous"),
+                default=None,
+                help="point this alias at the new version (e.g. candidate)",
+            )
+        elif name == "pull":
+            q.add_argument("version", metavar="VERSION")
+            q.add_argument(
+                "--out", type=Path, required=True, help="target folder (must not exist or be empty)"
+            )
+        elif name == "promote":
+            q.add_argument(
+                "version",
+                nargs="?",
+                default=None,
+                metavar="VERSION",
+                help="version to promote (default: the candidate)",
+            )
+        q.set_defaults(handler=_registry)
 
     p = sub.add_parser("audit", help="audit ledger tools", description="Audit ledger tools.")
     aud = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
