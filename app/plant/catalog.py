@@ -269,7 +269,209 @@ RO_CATALOG = ProcessCatalog(
     ),
 )
 
-CATALOGS: dict[str, ProcessCatalog] = {RO_CATALOG.process: RO_CATALOG}
+# Hybrid semi-batch/batch RO pilot of intelWATT case study 3 (BIA Solingen): 2 x XUS180808 in
+# series, 64.6 L piston work exchanger; concentrates Cr(III) rinse water to bath strength [P1, P10].
+HSBRO_CATALOG = ProcessCatalog(
+    process="hsbro",
+    title="Hybrid semi-batch/batch RO (electroplating rinse to bath)",
+    agent_period_s=60.0,
+    tags=(
+        TagDef("feed_tank_volume_l", "L", 0, 3000, _O, "Rinse-water feed tank volume"),
+        TagDef("feed_conductivity_uscm", "µS/cm", 0, 30000, _O, "Feed (rinse water) conductivity"),
+        TagDef("feed_temperature_c", "°C", 0, 45, _O, "Feed temperature"),
+        TagDef("supply_pressure_bar", "bar", 0, 125, _O, "Supply (high-pressure) pump discharge"),
+        TagDef("recirc_pressure_bar", "bar", 0, 10, _O, "Recirculation pump differential pressure"),
+        TagDef("supply_flow_lpm", "L/min", 0, 16, _O, "Supply pump flow"),
+        TagDef("recirc_flow_lpm", "L/min", 0, 75, _O, "Recirculation pump flow"),
+        TagDef("permeate_flow_lpm", "L/min", 0, 16, _O, "Permeate flow"),
+        TagDef("permeate_conductivity_uscm", "µS/cm", 0, 2000, _O, "Permeate conductivity"),
+        TagDef(
+            "loop_conductivity_uscm", "µS/cm", 0, 200000, _O, "Module outlet (loop) conductivity"
+        ),
+        TagDef(
+            "piston_position_pct", "%", 0, 100, _O, "Work exchanger concentrate side, % of full"
+        ),
+        TagDef("phase", "", 0, 3, _O, "0 semi-batch, 1 batch, 2 purge/refill, 3 batch finished"),
+        TagDef("phase_time_s", "s", 0, 7200, _O, "Time since the current phase started"),
+        TagDef(
+            "supply_flow_sp_lpm",
+            "L/min",
+            0,
+            16,
+            _SP,
+            "Supply pump flow setpoint (permeate flow; purge flow in purge)",
+            plc_low=4.0,
+            plc_high=15.0,
+            max_rate_per_s=1.0,
+            max_move=6.0,
+            base_value=8.0,
+        ),
+        TagDef(
+            "recirc_flow_sp_lpm",
+            "L/min",
+            0,
+            75,
+            _SP,
+            "Recirculation flow setpoint (the PLC keeps it ≥ 1.5 × supply)",
+            plc_low=20.0,
+            plc_high=70.0,
+            max_rate_per_s=2.0,
+            max_move=25.0,
+            base_value=48.0,
+        ),
+        TagDef(
+            "purge_factor_sp",
+            "",
+            0,
+            2,
+            _SP,
+            "Brine purged per cycle / purgeable loop volume",
+            plc_low=0.5,
+            plc_high=1.5,
+            max_move=0.5,
+            base_value=0.703,
+        ),
+        TagDef(
+            "end_semibatch_cmd",
+            "",
+            0,
+            1,
+            TagRole.COMMAND,
+            "End the semi-batch phase now and start the batch phase",
+            plc_low=0,
+            plc_high=1,
+            base_value=0,
+            discrete=True,
+        ),
+        TagDef(
+            "end_process_cmd",
+            "",
+            0,
+            1,
+            TagRole.COMMAND,
+            "Finish this batch of rinse water when the current cycle ends",
+            plc_low=0,
+            plc_high=1,
+            base_value=0,
+            discrete=True,
+        ),
+        *COMMON_TAGS,
+    ),
+)
+
+# Pressurised hollow-fibre UF rack (surface water / tertiary effluent): 8 modules x 77 m2, dead-end
+# filtration with backwash, CEB and CIP sequenced by the PLC (process-models.md §5).
+UF_CATALOG = ProcessCatalog(
+    process="uf",
+    title="Ultrafiltration with backwash",
+    agent_period_s=1800.0,
+    tags=(
+        TagDef("feed_pressure_bar", "bar", 0, 4, _O, "Feed pressure at the module inlet"),
+        TagDef("filtrate_pressure_bar", "bar", 0, 2, _O, "Filtrate pressure"),
+        TagDef("tmp_bar", "bar", 0, 2.5, _O, "Transmembrane pressure"),
+        TagDef("filtrate_flow_m3h", "m3/h", 0, 100, _O, "Filtrate flow"),
+        TagDef("bw_flow_m3h", "m3/h", 0, 150, _O, "Backwash flow"),
+        TagDef("feed_turbidity_ntu", "NTU", 0, 400, _O, "Feed turbidity"),
+        TagDef("filtrate_turbidity_ntu", "NTU", 0, 1, _O, "Filtrate turbidity"),
+        TagDef("feed_temperature_c", "°C", 0, 40, _O, "Feed temperature"),
+        TagDef("cycle_time_min", "min", 0, 120, _O, "Filtration time since the last backwash"),
+        TagDef(
+            "tmp_cycle_start_bar", "bar", 0, 2.5, _O, "TMP at the start of this filtration cycle"
+        ),
+        TagDef(
+            "hours_since_ceb_h", "h", 0, 1000, _O, "Hours since the last chemically enhanced BW"
+        ),
+        TagDef("hours_since_cip_h", "h", 0, 10000, _O, "Hours since the last clean-in-place"),
+        TagDef("uf_state", "", 0, 3, _O, "0 filtration, 1 backwash, 2 CEB, 3 CIP (valve sequence)"),
+        TagDef(
+            "cip_due",
+            "",
+            0,
+            1,
+            _O,
+            "TMP after backwash, normalised to 20 °C, is in the CIP trigger region",
+            discrete=True,
+        ),
+        TagDef(
+            "flux_sp_lmh",
+            "LMH",
+            0,
+            150,
+            _SP,
+            "Filtrate flux setpoint (filtrate flow / membrane area)",
+            plc_low=40.0,
+            plc_high=120.0,
+            max_rate_per_s=0.5,
+            max_move=10.0,
+            base_value=60.0,
+        ),
+        TagDef(
+            "filtration_time_sp_min",
+            "min",
+            0,
+            120,
+            _SP,
+            "Filtration time between backwashes",
+            plc_low=20.0,
+            plc_high=60.0,
+            max_move=10.0,
+            base_value=40.0,
+        ),
+        TagDef(
+            "bw_duration_sp_s",
+            "s",
+            0,
+            120,
+            _SP,
+            "Backwash duration",
+            plc_low=10.0,
+            plc_high=60.0,
+            max_move=15.0,
+            base_value=30.0,
+        ),
+        TagDef(
+            "bw_request",
+            "",
+            0,
+            1,
+            TagRole.COMMAND,
+            "Backwash now (restarts the filtration cycle)",
+            plc_low=0,
+            plc_high=1,
+            base_value=0,
+            discrete=True,
+        ),
+        TagDef(
+            "ceb_request",
+            "",
+            0,
+            1,
+            TagRole.COMMAND,
+            "Chemically enhanced backwash now",
+            plc_low=0,
+            plc_high=1,
+            base_value=0,
+            discrete=True,
+        ),
+        TagDef(
+            "cip_request",
+            "",
+            0,
+            1,
+            TagRole.COMMAND,
+            "Clean-in-place now",
+            plc_low=0,
+            plc_high=1,
+            base_value=0,
+            discrete=True,
+        ),
+        *COMMON_TAGS,
+    ),
+)
+
+CATALOGS: dict[str, ProcessCatalog] = {
+    c.process: c for c in (RO_CATALOG, HSBRO_CATALOG, UF_CATALOG)
+}
 """Every process with a catalogue, by name. Models register theirs here when they land."""
 
 

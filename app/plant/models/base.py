@@ -45,6 +45,8 @@ class StepResult:
         interventions: Count of safety-layer interventions this step, by layer
             (``clip``, ``rate``, ``interlock``).
         cleanings: Number of cleanings started this step, by kind (``cip``, ``ceb``, ``backwash``).
+        finished: True where the plant completed its work and stopped without a fault (a batch
+            process at the end of its batch); ``None`` for continuous processes.
     """
 
     product_m3: FloatArray
@@ -58,6 +60,7 @@ class StepResult:
     trip_reason: np.ndarray
     interventions: dict[str, FloatArray] = field(default_factory=dict)
     cleanings: dict[str, FloatArray] = field(default_factory=dict)
+    finished: np.ndarray | None = None
 
 
 class ProcessModel(ABC):
