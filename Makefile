@@ -17,13 +17,14 @@ SDK_VENV := .venv-azureml-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test-peers run test lint format bench package clean
+.PHONY: help venv system-deps test-peers run test lint format bench screenshots package clean
 
 help:
 	@echo "make run      start the console on the embedded demo plant (installs everything first)"
 	@echo "make test     install everything the tests need and run the whole suite"
 	@echo "make lint     ruff, ruff format --check, mypy (strict outside app/ui), import-linter"
 	@echo "make bench    run every benchmark under bench/"
+	@echo "make screenshots  render the main views under Xvfb into docs/screenshots/"
 	@echo "make package  build the Linux bundle and .deb"
 
 $(STAMP): pyproject.toml
@@ -80,6 +81,13 @@ bench: venv system-deps
 	@set -e; for f in bench/[a-z]*.py; do \
 		name=$$(basename $$f .py); echo "== bench.$$name"; \
 		QT_QPA_PLATFORM=offscreen $(PYTHON) -m bench.$$name; done
+
+# Real X11 renders of the main views into docs/screenshots/ (README shows them).
+screenshots: venv system-deps
+	@command -v xvfb-run >/dev/null || { \
+		if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth; fi; }
+	env -u QT_QPA_PLATFORM xvfb-run -a -s "-screen 0 1600x1000x24" $(PYTHON) -m app.ui.screenshots docs/screenshots
 
 package: venv system-deps
 	@if [ -x packaging/build.sh ]; then bash packaging/build.sh; \
