@@ -111,8 +111,12 @@ def test_npf_is_constant_for_a_clean_membrane_at_any_temperature_and_pressure() 
     for t_c, p_f in ((10.0, 12.0), (30.0, 9.0), (20.0, 16.0)):
         q_p = 20.0
         for _ in range(60):
-            tags = _tags(feed_temperature_c=t_c, feed_pressure_bar=p_f,
-                         concentrate_pressure_bar=p_f - 1.0, permeate_flow_m3h=q_p)
+            tags = _tags(
+                feed_temperature_c=t_c,
+                feed_pressure_bar=p_f,
+                concentrate_pressure_bar=p_f - 1.0,
+                permeate_flow_m3h=q_p,
+            )
             ndp = kpi.ro_normalized_kpis(**tags, reference=ref).ndp_bar
             q_p = float(k_ref * kpi.temperature_correction_factor(t_c) * ndp)
         k = kpi.ro_normalized_kpis(**tags, reference=ref)
@@ -149,8 +153,12 @@ def test_nsp_rises_when_salt_passage_rises_at_equal_flux() -> None:
 def test_normalised_kpis_are_nan_when_not_producing() -> None:
     ref = kpi.normalization_reference(**_tags())
     k = kpi.ro_normalized_kpis(
-        **_tags(feed_pressure_bar=0.0, concentrate_pressure_bar=0.0, feed_flow_m3h=0.0,
-                permeate_flow_m3h=0.0),
+        **_tags(
+            feed_pressure_bar=0.0,
+            concentrate_pressure_bar=0.0,
+            feed_flow_m3h=0.0,
+            permeate_flow_m3h=0.0,
+        ),
         reference=ref,
     )
     assert np.isnan(k.npf_ratio) and np.isnan(k.recovery) and np.isnan(k.dp_ratio)
