@@ -48,6 +48,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text!r}")
+    return int(text)
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -77,6 +83,12 @@ def _console(args: argparse.Namespace) -> int:
     from app.ui.app import run_console
 
     return run_console(site, site_path=Path(site_path), demo=args.demo)
+
+
+def _headless(args: argparse.Namespace) -> int:
+    from app.controllers.headless import run_headless_cli
+
+    return run_headless_cli(args)
 
 
 def _plant(args: argparse.Namespace) -> int:
@@ -150,7 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the control core headless until SIGTERM/SIGINT.",
     )
     p.add_argument("--site", type=Path, required=True, help="site file")
-    p.set_defaults(handler=_not_yet("intelwatt headless", "control core"))
+    p.add_argument(
+        "--decision-policy",
+        choices=("advisory-log", "automatic"),
+        default="advisory-log",
+        help="what happens to recommendations (default: advisory-log)",
+    )
+    p.add_argument(
+        "--confirm-automatic",
+        action="store_true",
+        help="confirm AUTOMATIC (required with --decision-policy automatic; the engineer identity "
+        "comes from INTELWATT_USER / INTELWATT_PASSWORD)",
+    )
+    p.add_argument(
+        "--status-port", type=_port, default=None, help="serve GET /status on 127.0.0.1:PORT"
+    )
+    p.add_argument(
+        "--status-period",
+        type=_positive_float,
+        default=60.0,
+        help="seconds between status log lines (default: 60)",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="ledger and users folder (default: platform)"
+    )
+    p.set_defaults(handler=_headless)
 
     p = sub.add_parser(
         "plant",

@@ -22,6 +22,7 @@ import numpy as np
 from app.plant.base_control import base_control
 from app.plant.catalog import CATALOGS
 from app.plant.models.base import ProcessModel
+from app.plant.models.registry import MODEL_CLASSES
 from app.plant.scenarios import RECIPES, RandomDisturbances
 
 PROCESSES = ("ro", "hsbro", "uf")
@@ -29,18 +30,7 @@ VECTOR_N = 1024
 
 
 def _model_class(process: str) -> type[ProcessModel] | None:
-    try:
-        module = importlib.import_module(f"app.plant.models.{process}")
-    except ImportError:
-        return None
-    for value in vars(module).values():
-        if (
-            isinstance(value, type)
-            and issubclass(value, ProcessModel)
-            and getattr(value, "catalog", None) is CATALOGS.get(process)
-        ):
-            return value
-    return None
+    return MODEL_CLASSES.get(process)
 
 
 def _rate(step: Callable[[], object], n: int, seconds: float) -> float:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.domain import TagRole
+from app.kpi import TDS_PER_CONDUCTIVITY
 from app.plant.catalog import COMMON_TAGS, ProcessCatalog
 from app.plant.models.base import FloatArray, Policy
 
@@ -164,7 +165,8 @@ class RoBaseControl(Policy):
         catalog: The RO catalogue (setpoint limits and ramps).
         design: Targets and calendar.
         osmotic_bar_per_uscm: Osmotic pressure per µS/cm of feed conductivity used for the gain
-            estimate (≈ 0.78 bar per g/L at ≈ 1960 µS/cm per g/L NaCl).
+            estimate (≈ 0.78 bar per g/L, at the console's conductivity-to-TDS factor
+            ``app.kpi.TDS_PER_CONDUCTIVITY``, as the model and the live KPIs use).
     """
 
     name = "fixed_pi"
@@ -173,7 +175,7 @@ class RoBaseControl(Policy):
         self,
         catalog: ProcessCatalog,
         design: RoDesign | None = None,
-        osmotic_bar_per_uscm: float = 0.78 / 1960.0,
+        osmotic_bar_per_uscm: float = 0.78 * TDS_PER_CONDUCTIVITY / 1000.0,
     ) -> None:
         self.catalog = catalog
         self.design = design or RoDesign()

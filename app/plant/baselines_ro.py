@@ -21,7 +21,7 @@ from app import kpi
 from app.plant.base_control import RoBaseControl, RoDesign, setpoint_limits
 from app.plant.catalog import ProcessCatalog
 from app.plant.models.base import FloatArray, Policy, ProcessModel
-from app.plant.valuation import step_money
+from app.plant.economics import step_cost_eur
 
 
 class RoRuleBased(RoBaseControl):
@@ -133,7 +133,7 @@ class RoOptimalHourly(Policy):
     Every ``period_s`` the policy builds a twin with ``n × G`` plants (one per plant and grid
     point), starts each at its candidate setpoints, the measured state and the measured inputs,
     runs it for one period and keeps, per plant, the candidate with the highest economic value
-    (water value − energy cost, ``app.plant.valuation``) among those without quality or pressure
+    (water value − energy cost, ``app.plant.economics``) among those without quality or pressure
     excess, trip, recovery above ``max_recovery`` or concentrate flow below
     ``min_concentrate_m3h``. A coarse grid over the PLC ranges is followed by a finer one around
     the best point. Between re-optimisations the setpoints are held. See the module docstring for
@@ -322,7 +322,7 @@ class RoOptimalHourly(Policy):
         twin = self._twin(m, pp, qq)
         r = self._last_result
         out = twin.measurements()
-        cost, worth = step_money("ro", r, {"tariff_eur_kwh": self._last_tariff}, self.period_s)
+        cost, worth = step_cost_eur("ro", r, {"tariff_eur_kwh": self._last_tariff}, self.period_s)
         value = worth - cost
         rec = np.asarray(out["recovery_pct"]) / 100.0
         feasible = (

@@ -202,7 +202,7 @@ RO_CATALOG = ProcessCatalog(
         TagDef("permeate_pressure_bar", "bar", 0, 5, _O, "Permeate back-pressure"),
         TagDef("stage_dp_bar", "bar", 0, 5, _O, "Feed-to-concentrate pressure drop"),
         TagDef("feed_flow_m3h", "m3/h", 0, 80, _O, "Feed flow"),
-        TagDef("permeate_flow_m3h", "m3/h", 0, 60, _O, "Permeate flow"),
+        TagDef("permeate_flow_m3h", "m3/h", 0, 80, _O, "Permeate flow"),
         TagDef("concentrate_flow_m3h", "m3/h", 0, 80, _O, "Concentrate flow"),
         TagDef("feed_conductivity_uscm", "µS/cm", 0, 10000, _O, "Feed conductivity"),
         TagDef("permeate_conductivity_uscm", "µS/cm", 0, 500, _O, "Permeate conductivity"),

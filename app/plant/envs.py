@@ -205,13 +205,20 @@ class _Core:
         reward = step_reward(
             result, self.prices, dist, self.period, setpoint_moves=dec.moves, costs=costs
         )
-        terminated = np.asarray(result.tripped, dtype=bool).copy()
+        tripped = np.asarray(result.tripped, dtype=bool)
+        # A batch plant that finished its batch ends the episode like the time limit: no penalty,
+        # the terminal value of the state it leaves, but it is a true end (terminated).
+        finished = (
+            np.zeros_like(tripped)
+            if result.finished is None
+            else np.asarray(result.finished, dtype=bool) & ~tripped
+        )
+        terminated = tripped | finished
         truncated = (self.steps >= self.max_steps) & ~terminated
-        reward = reward - self.prices.trip_penalty * terminated
-        if truncated.any():
-            reward = reward + np.where(
-                truncated, terminal_reward(hidden, self.prices, self.period), 0.0
-            )
+        reward = reward - self.prices.trip_penalty * tripped
+        ends = truncated | finished
+        if ends.any():
+            reward = reward + np.where(ends, terminal_reward(hidden, self.prices, self.period), 0.0)
         interventions = dict(result.interventions)
         for layer, count in (
             ("clip", dec.clipped),

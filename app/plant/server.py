@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import socket
@@ -27,10 +26,12 @@ from typing import Any, Self
 import numpy as np
 
 from app.concurrency import LoopThread
-from app.plant.catalog import CATALOGS
+from app.plant.base_control import base_control
 from app.plant.faults import FaultTable
 from app.plant.modbus_server import ModbusFrontEnd
 from app.plant.models.base import DisturbanceSource, Policy, ProcessModel
+from app.plant.models.registry import MODEL_CLASSES
+from app.plant.noise import plc_noise
 from app.plant.opcua_security import load_users
 from app.plant.opcua_server import OpcUaFrontEnd, OpcUaSecurity
 from app.plant.plc import Noise, PlcCore, PlcSettings
@@ -41,13 +42,6 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 TICK_MAX_S = 0.1
 """Longest wall time between two PLC ticks (handshake and watchdog resolution)."""
-
-_PROCESSES: dict[str, tuple[str, str]] = {
-    "ro": ("app.plant.models.ro:RoModel", "app.plant.base_control:RoBaseControl"),
-    "hsbro": ("app.plant.models.hsbro:HsbroModel", "app.plant.base_control:HsbroBaseControl"),
-    "uf": ("app.plant.models.uf:UfModel", "app.plant.base_control:UfBaseControl"),
-}
-"""Model and base-control classes per process (imported when the process is served)."""
 
 
 class PlantConfigError(ValueError):
@@ -85,21 +79,13 @@ class PlantConfig:
     noise: bool = True
 
     def __post_init__(self) -> None:
-        if self.process not in CATALOGS and self.process not in _PROCESSES:
+        if self.process not in MODEL_CLASSES:
             raise PlantConfigError(
-                f"unknown process {self.process!r}; known: {', '.join(sorted(_PROCESSES))}"
+                f"unknown process {self.process!r}; known: {', '.join(sorted(MODEL_CLASSES))}"
             )
         if self.opcua is None and self.modbus is None:
             raise PlantConfigError("serve at least one protocol (OPC UA and/or Modbus)")
         PlcSettings(self.speed, self.scan_s, self.watchdog_timeout_s)
-
-
-def _load(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise PlantConfigError(f"{spec} is not available in this build ({exc})") from None
 
 
 def build_process(
@@ -112,12 +98,9 @@ def build_process(
     """
     from app.plant.scenarios import RandomDisturbances, ScenarioError, ScenarioFile
 
-    model_spec, control_spec = _PROCESSES[config.process]
-    model_cls = _load(model_spec)
-    control_cls = _load(control_spec)
     rng = np.random.default_rng(config.seed)
-    model: ProcessModel = model_cls(1)
-    base: Policy = control_cls(model.catalog)
+    model = MODEL_CLASSES[config.process](1)
+    base = base_control(config.process, model.catalog)
     disturbances: DisturbanceSource
     try:
         if config.scenario is not None:
@@ -134,20 +117,10 @@ def build_process(
         first = disturbances.at(np.zeros(1))
         initial = {k: float(first[k][0]) for k in model.disturbance_names if k in first}
     model.reset(rng, params=initial or None)
-    noise = _noise(config, model) if config.noise else None
+    noise = (
+        plc_noise(model.catalog, np.random.default_rng(config.seed + 1)) if config.noise else None
+    )
     return model, base, disturbances, noise, rng
-
-
-def _noise(config: PlantConfig, model: ProcessModel) -> Noise | None:
-    try:
-        module = importlib.import_module("app.plant.noise")
-    except ImportError:
-        log.warning("app.plant.noise is not available; serving noise-free measurements")
-        return None
-    factory: Callable[..., Noise] | None = getattr(module, "plc_noise", None)
-    if factory is None:
-        return None
-    return factory(model.catalog, np.random.default_rng(config.seed + 1))
 
 
 def free_port(host: str) -> int:

@@ -4,7 +4,7 @@ Every policy runs the process model directly (no gymnasium), one plant per episo
 of a policy stepped together as one vectorised model. Every policy sees the same scenario files,
 the same model seed and the same agent period, so differences in the table are the policies'.
 
-Per episode (process-models.md §13): cost per m³ (``app.plant.valuation``), SEC, recovery, net
+Per episode (process-models.md §13): cost per m³ (``app.plant.economics``), SEC, recovery, net
 product volume, quality violations (% of running time), hard violations (trips), cleanings,
 downtime % and safety-layer interventions; aggregated as mean ± 95 % CI (Student t over episodes).
 
@@ -15,7 +15,6 @@ electricity tariff (``tariff_eur_kwh``) and, where scenarios carry it, ``demand_
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -27,10 +26,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from app.plant.baselines import BaselineError, make_baseline
-from app.plant.catalog import CATALOGS
+from app.plant.economics import step_cost_eur
+from app.plant.models import registry
 from app.plant.models.base import Policy, ProcessModel, StepResult
 from app.plant.scenarios import ScenarioError, ScenarioFile, read_scenario, scenario_files
-from app.plant.valuation import step_money
 from app.training.stats import Interval, mean_ci
 
 DEFAULT_SCENARIO_ROOT = Path(__file__).resolve().parents[2] / "resources" / "scenarios"
@@ -116,35 +115,27 @@ class EvalSetup:
 
 
 def model_class(process: str) -> type[ProcessModel]:
-    """The process model class of ``process`` (from ``app.plant.models.<process>``).
+    """The process model class of ``process``.
 
     Raises:
-        EvalError: No model module or no model class for ``process``.
+        EvalError: No simulator for ``process``.
     """
-    if process not in CATALOGS:
-        raise EvalError(f"unknown process {process!r}; known: {', '.join(sorted(CATALOGS))}")
     try:
-        module = importlib.import_module(f"app.plant.models.{process}")
-    except ImportError as exc:
-        raise EvalError(f"no simulator for process {process!r}: {exc}") from None
-    for value in vars(module).values():
-        if (
-            isinstance(value, type)
-            and issubclass(value, ProcessModel)
-            and value is not ProcessModel
-            and getattr(value, "catalog", None) is CATALOGS[process]
-        ):
-            return value
-    raise EvalError(f"app.plant.models.{process} defines no model for process {process!r}")
+        return registry.model_class(process)
+    except KeyError as exc:
+        raise EvalError(exc.args[0]) from None
 
 
 def resolve_policy(spec: str, process: str) -> Policy:
-    """Turn ``baseline:NAME`` or an agent-package folder into a policy.
+    """Turn ``baseline:NAME`` or an agent package (folder or zip) into a policy.
 
-    This is the one place that learns to load agent packages when they exist.
+    A package is verified against the default trust store (``resources/trust``: signature, every
+    sha256, spec against the catalogue) and run through ONNX Runtime; no pickle, no SB3. A
+    training folder (``intelwatt train --out DIR``) is accepted for its ``DIR/package``.
 
     Raises:
-        EvalError: Unknown baseline, or an agent package (not supported yet).
+        EvalError: Unknown baseline, a package that fails verification or is for another
+            process, or a path that is neither.
     """
     if spec.startswith("baseline:"):
         try:
@@ -152,8 +143,22 @@ def resolve_policy(spec: str, process: str) -> Policy:
         except BaselineError as exc:
             raise EvalError(str(exc)) from None
     path = Path(spec)
+    if path.is_dir() and not (path / "manifest.json").exists() and (path / "package").is_dir():
+        path = path / "package"
     if path.is_dir() or path.suffix == ".zip":
-        raise EvalError(f"policy {spec!r}: agent packages are not supported yet; use baseline:NAME")
+        from app.agent_runtime.errors import KeyFileError, PackageRefused
+        from app.training.agent_policy import PackagePolicy
+
+        try:
+            policy = PackagePolicy.from_package(path)
+        except (PackageRefused, KeyFileError) as exc:
+            raise EvalError(f"policy {spec!r}: agent package refused: {exc}") from None
+        if policy.fields.process != process:
+            raise EvalError(
+                f"policy {spec!r}: agent package is for process {policy.fields.process!r}, "
+                f"not {process!r}"
+            )
+        return policy
     raise EvalError(f"policy {spec!r} is neither baseline:NAME nor an agent package folder")
 
 
@@ -240,7 +245,9 @@ def run_policy(policy: Policy, setup: EvalSetup, spec: str | None = None) -> Pol
         setpoints = policy.act(seen, t, dt)
         step_dt = np.minimum(dt, horizon - t)
         result = model.step(setpoints, dist, dt)
-        cost = step_money(setup.process, result, dist, dt)
+        cost = step_cost_eur(
+            setup.process, result, dist, dt, unmet_demand_m3=model.hidden().get("unmet_demand_m3")
+        )
         acc.add(result, cost, np.where(active, step_dt, 0.0) / dt, active, dt)
         active &= ~np.asarray(result.tripped, dtype=bool)
         t += dt

@@ -11,7 +11,7 @@ from app.plant.baselines_ro import RoOptimalHourly
 from app.plant.catalog import CATALOGS, RO_CATALOG
 from app.plant.models.base import Policy, ProcessModel
 from app.plant.scenarios import RandomDisturbances
-from app.plant.valuation import step_money
+from app.plant.economics import step_cost_eur
 from app.training.evaluate import model_class
 
 STEADY_RO = {
@@ -48,8 +48,8 @@ def _run(
             {
                 **model.measurements(),
                 "_cip": sp.get("cip_request", np.zeros(n)),
-                "_cost": step_money(model.catalog.process, res, dist, dt)[0],
-                "_value": step_money(model.catalog.process, res, dist, dt)[1],
+                "_cost": step_cost_eur(model.catalog.process, res, dist, dt)[0],
+                "_value": step_cost_eur(model.catalog.process, res, dist, dt)[1],
             }
         )
     return history

@@ -91,3 +91,25 @@ def test_vectorised_env_steps_random_actions_with_auto_reset(process: str) -> No
         for i in np.flatnonzero(done):
             assert "terminal_observation" in infos[i]
     assert dones >= n  # every plant reached its time limit (or tripped) at least once
+
+
+def test_hsbro_episode_ends_when_the_batch_is_finished() -> None:
+    env = ProcessEnv(
+        HsbroModel(1), RandomDisturbances("hsbro"), options=EnvOptions(episode_hours=48.0)
+    )
+    env.reset(seed=2)
+    n_sp = len(env.core_spec.setpoints)
+    for step in range(48 * 60):
+        action = np.zeros(env.core_spec.size, dtype=np.float32)
+        action[n_sp:] = -1.0
+        action[n_sp + 1] = 1.0  # end_process_cmd: refused until the rinse tank runs low
+        if step % 20 == 5:
+            action[n_sp] = 1.0  # end_semibatch_cmd once per cycle
+        _, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert terminated, "the batch never finished"
+    assert not truncated
+    assert info["trip_reason"] == ""
+    assert info["hidden"]["finished"] == 1.0
+    assert info["hidden"]["cycles"] >= 2

@@ -109,10 +109,10 @@ def test_bad_input_is_one_line_and_exit_code_2(kw: dict[str, object], message: s
     assert err.count("\n") == 1 and message in err
 
 
-def test_agent_package_folders_are_not_supported_yet(tmp_path: Path) -> None:
+def test_a_folder_that_is_no_signed_package_is_refused(tmp_path: Path) -> None:
     rc, _, err = _cli(policy=[str(tmp_path)])
-    assert rc == 2 and "agent packages are not supported yet" in err
-    with pytest.raises(ValueError, match="not supported yet"):
+    assert rc == 2 and "agent package refused" in err and "manifest.json" in err
+    with pytest.raises(ValueError, match="agent package refused"):
         resolve_policy(str(tmp_path), "ro")
 
 

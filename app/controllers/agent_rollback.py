@@ -1,0 +1,192 @@
+"""Automatic rollback triggers that watch a newly promoted agent.
+
+After a promotion the :class:`RollbackWatch` follows the new agent for ``watch_steps`` agent steps
+and fires the first trigger that trips:
+
+- ``cusum_sec``: a one-sided CUSUM on the step's specific energy consumption normalised by the
+  baseline measured under the previous agent (``S = max(0, S + (x − μ)/σ − k)``, fires at
+  ``S > h``); with a reward source, the same CUSUM on the negated reward;
+- ``constraint_hits``: share of steps whose proposal the safety envelope refused;
+- ``abstention``: share of steps on which the agent abstained (uncertainty or OOD);
+- ``operator_rejections``: share of the agent's decided recommendations that operators rejected.
+
+Each trigger can be switched off (``None`` / ``False``). The watch is pure data: the agent controller
+feeds it and performs the rollback.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.domain import AgentVersion
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackSettings:
+    """Automatic rollback triggers (defaults are conservative; the site may tune them).
+
+    Attributes:
+        watch_steps: Agent steps after a promotion during which the triggers are armed.
+        min_steps: Steps before a rate trigger may fire (avoids firing on one bad step).
+        baseline_steps: KPI samples before the promotion that form the CUSUM reference.
+        cusum: Enable the CUSUM trigger.
+        cusum_k: CUSUM slack, in baseline standard deviations.
+        cusum_h: CUSUM decision threshold, in baseline standard deviations.
+        cusum_min_sigma_frac: Floor of the baseline standard deviation, as a fraction of |mean|.
+        constraint_hit_rate: Share of refused proposals that fires (``None``: off).
+        abstention_rate: Share of abstentions that fires (``None``: off).
+        rejection_rate: Share of operator rejections that fires (``None``: off).
+        min_decisions: Decided recommendations before the rejection trigger may fire.
+    """
+
+    watch_steps: int = 96
+    min_steps: int = 8
+    baseline_steps: int = 24
+    cusum: bool = True
+    cusum_k: float = 0.5
+    cusum_h: float = 5.0
+    cusum_min_sigma_frac: float = 0.02
+    constraint_hit_rate: float | None = 0.25
+    abstention_rate: float | None = 0.5
+    rejection_rate: float | None = 0.5
+    min_decisions: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("watch_steps", "min_steps", "baseline_steps", "min_decisions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RollbackSettings.{name} must be at least 1")
+        for name in ("cusum_k", "cusum_h", "cusum_min_sigma_frac"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"RollbackSettings.{name} must be positive, got {value!r}")
+        for name in ("constraint_hit_rate", "abstention_rate", "rejection_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"RollbackSettings.{name} must be in (0, 1] or None")
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """A trigger that fired.
+
+    Attributes:
+        trigger: ``cusum_sec``, ``constraint_hits``, ``abstention`` or ``operator_rejections``.
+        reason: One line with the figures, for the ledger and the alarm.
+    """
+
+    trigger: str
+    reason: str
+
+
+class KpiHistory:
+    """Recent KPI values (one per agent step) forming the CUSUM reference at the next promotion."""
+
+    def __init__(self, size: int) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float | None) -> None:
+        """Record a finite value (others are ignored)."""
+        if value is not None and math.isfinite(value):
+            self._values.append(value)
+
+    def values(self) -> tuple[float, ...]:
+        """The values, oldest first."""
+        return tuple(self._values)
+
+
+class RollbackWatch:
+    """Counters and the CUSUM of one newly promoted agent.
+
+    Args:
+        agent: The promoted agent.
+        settings: Trigger settings.
+        baseline: KPI values measured before the promotion (CUSUM reference; fewer than three
+            disable the CUSUM for this watch).
+    """
+
+    def __init__(
+        self, agent: AgentVersion, settings: RollbackSettings, baseline: Iterable[float]
+    ) -> None:
+        self.agent = agent
+        self.settings = settings
+        values = [v for v in baseline if math.isfinite(v)]
+        self.mu: float | None = None
+        self.sigma: float | None = None
+        if settings.cusum and len(values) >= 3:
+            self.mu = statistics.fmean(values)
+            floor = settings.cusum_min_sigma_frac * max(abs(self.mu), 1e-12)
+            self.sigma = max(statistics.pstdev(values), floor)
+        self.cusum = 0.0
+        self.steps = 0
+        self.constraint_hits = 0
+        self.abstentions = 0
+        self.decided = 0
+        self.rejected = 0
+
+    @property
+    def expired(self) -> bool:
+        """True once ``watch_steps`` steps have passed."""
+        return self.steps >= self.settings.watch_steps
+
+    def step(
+        self, kpi: float | None, *, constraint_hit: bool = False, abstained: bool = False
+    ) -> Trip | None:
+        """Account one agent step of the watched agent; returns the trigger that fired, if any."""
+        self.steps += 1
+        self.constraint_hits += int(constraint_hit)
+        self.abstentions += int(abstained)
+        s = self.settings
+        if (
+            self.mu is not None
+            and self.sigma is not None
+            and kpi is not None
+            and math.isfinite(kpi)
+        ):
+            z = (kpi - self.mu) / self.sigma
+            self.cusum = max(0.0, self.cusum + z - s.cusum_k)
+            if self.cusum > s.cusum_h:
+                return Trip(
+                    "cusum_sec",
+                    f"CUSUM of normalised SEC {self.cusum:.2f} > {s.cusum_h:g} "
+                    f"(last {kpi:.4g}, baseline {self.mu:.4g} ± {self.sigma:.2g})",
+                )
+        if self.steps >= s.min_steps:
+            if s.constraint_hit_rate is not None:
+                rate = self.constraint_hits / self.steps
+                if rate > s.constraint_hit_rate:
+                    return Trip(
+                        "constraint_hits",
+                        f"{self.constraint_hits} of {self.steps} proposals refused by the safety "
+                        f"envelope ({rate:.0%} > {s.constraint_hit_rate:.0%})",
+                    )
+            if s.abstention_rate is not None:
+                rate = self.abstentions / self.steps
+                if rate > s.abstention_rate:
+                    return Trip(
+                        "abstention",
+                        f"abstained on {self.abstentions} of {self.steps} steps "
+                        f"({rate:.0%} > {s.abstention_rate:.0%})",
+                    )
+        return None
+
+    def decision(self, rejected: bool) -> Trip | None:
+        """Account one operator decision on the watched agent's recommendation."""
+        self.decided += 1
+        self.rejected += int(rejected)
+        s = self.settings
+        if s.rejection_rate is not None and self.decided >= s.min_decisions:
+            rate = self.rejected / self.decided
+            if rate > s.rejection_rate:
+                return Trip(
+                    "operator_rejections",
+                    f"operators rejected {self.rejected} of {self.decided} recommendations "
+                    f"({rate:.0%} > {s.rejection_rate:.0%})",
+                )
+        return None
+
+
+__all__ = ["KpiHistory", "RollbackSettings", "RollbackWatch", "Trip"]
