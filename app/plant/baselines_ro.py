@@ -20,8 +20,8 @@ import numpy as np
 from app import kpi
 from app.plant.base_control import RoBaseControl, RoDesign, setpoint_limits
 from app.plant.catalog import ProcessCatalog
-from app.plant.models.base import FloatArray, Policy, ProcessModel
 from app.plant.economics import step_cost_eur
+from app.plant.models.base import FloatArray, Policy, ProcessModel
 
 
 class RoRuleBased(RoBaseControl):

@@ -9,9 +9,9 @@ from app.plant.base_control import RoBaseControl, RoDesign, VectorPI
 from app.plant.baselines import BaselineError, baseline_names, make_baseline
 from app.plant.baselines_ro import RoOptimalHourly
 from app.plant.catalog import CATALOGS, RO_CATALOG
+from app.plant.economics import step_cost_eur
 from app.plant.models.base import Policy, ProcessModel
 from app.plant.scenarios import RandomDisturbances
-from app.plant.economics import step_cost_eur
 from app.training.evaluate import model_class
 
 STEADY_RO = {
