@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"intelwatt-console {__version__}")
     parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="start offscreen on an embedded plant, verify the shipped agent, run a few control "
+        "steps and exit 0 (see `intelwatt --self-test --help`)",
+    )
+    parser.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default: info)"
     )
     parser.add_argument(
@@ -375,8 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``intelwatt`` command line and return its exit code."""
     from app.config import ConfigError
 
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["--self-test"]:
+        from app.selftest import main as self_test
+
+        return self_test(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     configure_logging(args.log_level, args.log_dir, console=args.command != "console")
     handler: Handler = args.handler
     try:
