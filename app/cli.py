@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from app import __version__
@@ -46,6 +47,13 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _iso_datetime(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
 
 
 def _port(text: str) -> int:
@@ -89,6 +97,12 @@ def _headless(args: argparse.Namespace) -> int:
     from app.controllers.headless import run_headless_cli
 
     return run_headless_cli(args)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from app.training.continuous import run_retrain_cli
+
+    return run_retrain_cli(args)
 
 
 def _plant(args: argparse.Namespace) -> int:
@@ -298,7 +312,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="logged transitions: outbox export or blob prefix")
     p.add_argument("--base", type=Path, required=True, help="agent package to start from")
     p.add_argument("--out", type=Path, required=True, help="candidate package folder")
-    p.set_defaults(handler=_not_yet("intelwatt retrain", "continuous training"))
+    p.add_argument("--steps", type=_positive_int, default=20_000, help="fine-tuning steps (20000)")
+    p.add_argument("--n-envs", type=_positive_int, default=8, help="plants in fine-tuning (8)")
+    p.add_argument(
+        "--replay-fraction", type=float, default=0.5, help="share of nominal plants (0.5)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--since", type=_iso_datetime, help="window start (ISO 8601)")
+    p.add_argument("--until", type=_iso_datetime, help="window end (ISO 8601)")
+    p.add_argument("--min-records", type=_positive_int, default=96, help="fewest usable records")
+    p.add_argument("--min-span-h", type=_positive_float, default=24.0, help="shortest span, hours")
+    p.add_argument(
+        "--include-label", action="append", default=[], help="event label to keep (e.g. cip)"
+    )
+    p.add_argument("--time-scale", type=_positive_float, help="plant s per logged s (estimated)")
+    p.add_argument("--gate-days", type=_positive_float, help="days per gate scenario (full files)")
+    p.add_argument("--key", type=Path, help="signing key (default: the development key)")
+    p.add_argument("--trust", type=Path, help="trust store folder (default: resources/trust)")
+    p.add_argument("--version", help="candidate version (default <base>-rtYYYYmmddHHMM)")
+    p.add_argument("--push", action="store_true", help="push as 'candidate' to the registry")
+    p.add_argument("--site", type=Path, help="site file with [cloud] settings for --push")
+    p.add_argument("--container", help="registry container (default: site file or intelwatt)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
+    p.set_defaults(handler=_retrain)
 
     p = sub.add_parser(
         "registry",

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -64,6 +64,8 @@ class PlantConfig:
         security: OPC UA endpoint security and users.
         modbus_device_id: Modbus unit id.
         noise: Add sensor noise to observations.
+        params: Hidden model-parameter overrides (e.g. ``{"water_permeability_lmh_bar": 2.6}``
+            for RO): a plant that differs from the simulator the agents were trained on.
     """
 
     process: str = "ro"
@@ -77,6 +79,7 @@ class PlantConfig:
     security: OpcUaSecurity = field(default_factory=OpcUaSecurity)
     modbus_device_id: int = 1
     noise: bool = True
+    params: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.process not in MODEL_CLASSES:
@@ -116,7 +119,10 @@ def build_process(
     if getattr(model, "accepts_initial_disturbances", False):
         first = disturbances.at(np.zeros(1))
         initial = {k: float(first[k][0]) for k in model.disturbance_names if k in first}
-    model.reset(rng, params=initial or None)
+    try:
+        model.reset(rng, params={**config.params, **initial} or None)
+    except ValueError as exc:
+        raise PlantConfigError(f"PlantConfig.params: {exc}") from None
     noise = (
         plc_noise(model.catalog, np.random.default_rng(config.seed + 1)) if config.noise else None
     )
