@@ -18,7 +18,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -216,13 +216,21 @@ def driven_names(cls: type[ProcessModel], first: Path, process: str) -> tuple[st
     return names
 
 
-def run_policy(policy: Policy, setup: EvalSetup, spec: str | None = None) -> PolicyResult:
-    """Run one policy on every episode of ``setup`` (all episodes in one vectorised model)."""
+def run_policy(
+    policy: Policy,
+    setup: EvalSetup,
+    spec: str | None = None,
+    params: Mapping[str, float] | None = None,
+) -> PolicyResult:
+    """Run one policy on every episode of ``setup`` (all episodes in one vectorised model).
+
+    ``params`` overrides model parameters (a calibrated twin); default: the simulator's values.
+    """
     cls = model_class(setup.process)
     n = len(setup.files)
     source = ScenarioFile(setup.files, required=setup.driven, process=setup.process)
     source.reset(n, np.random.default_rng(setup.seed + 2))
-    model = cls(n)
+    model = cls(n, params=params) if params else cls(n)  # type: ignore[call-arg]
     _reset_model(model, source, setup.seed)
     bind = getattr(policy, "bind", None)
     if callable(bind):
