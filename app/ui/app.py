@@ -19,6 +19,7 @@ from app.config import SiteConfig
 from app.controllers.core import ControlCore, CoreError, CoreOptions
 from app.ui.core_link import CoreLink
 from app.ui.main_window import MainWindow
+from app.ui.pyside_guard import guard_none_refcount
 from app.ui.style import load_theme
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ def build_console(
     demo: bool,
     options: CoreOptions | None = None,
     settings: QSettings | None = None,
+    demo_first_step: bool = True,
 ) -> Console:
     """Start the (demo plant and the) core and open the window; raises ``CoreError``.
 
@@ -113,7 +115,7 @@ def build_console(
         raise
     window.core_started()
     console = Console(core, link, window, plant)
-    if demo and core.agent is not None:
+    if demo and demo_first_step and core.agent is not None:
         agent = core.agent
         QTimer.singleShot(DEMO_FIRST_STEP_MS, window, lambda: link.in_context(agent.step))
     return console
@@ -122,6 +124,7 @@ def build_console(
 def run_console(site: SiteConfig, site_path: Path, demo: bool) -> int:
     """Run the console until the window closes; returns the exit code."""
     _choose_platform()
+    guard_none_refcount()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("intelwatt console")

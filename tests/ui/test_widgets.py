@@ -1,0 +1,146 @@
+"""Widget-level behaviour that needs no control core: formatting, gauges, staircases, the guard."""
+
+from __future__ import annotations
+
+import math
+import sys
+from datetime import UTC, datetime
+
+import numpy as np
+import PySide6
+import pytest
+from PySide6.QtGui import QImage, QPainter
+from pytestqt.qtbot import QtBot
+
+from app.controllers.snapshot import TagState
+from app.controllers.trend_buffer import TrendBuffer
+from app.domain import Quality, Sample
+from app.plant.catalog import RO_CATALOG
+from app.ui.overview_panel import describe, format_age, format_value
+from app.ui.pyside_guard import affected
+from app.ui.recommendation_card import GaugeWidget, short_name
+from app.ui.trends_panel import RO_PLOTS, TrendsPanel, default_plots, step_arrays
+
+
+def _state(value: float, quality: Quality, age: float) -> TagState:
+    sample = Sample("feed_pressure_bar", value, quality, datetime.now(UTC), 100.0)
+    return TagState(sample, age, quality)
+
+
+def test_values_show_unit_precision_quality_and_age() -> None:
+    tdef = RO_CATALOG.tag("feed_pressure_bar")
+    shown = describe(tdef, _state(12.345, Quality.GOOD, 0.42), "Feed pressure")
+    assert (shown.text, shown.detail, shown.bad) == ("12.35 bar", "good · 0.4 s", False)
+    stale = describe(tdef, _state(12.345, Quality.STALE, 75.0))
+    assert stale.bad and stale.detail == "STALE · 1 min"
+    assert describe(tdef, None).text == "----" and describe(tdef, None).bad
+    assert format_value(math.nan, tdef) == "----"
+    assert format_value(1.0, RO_CATALOG.tag("cip_active")) == "ON"
+    assert format_value(4236.4, RO_CATALOG.tag("feed_conductivity_uscm")) == "4236 µS/cm"
+    assert format_age(7200) == "2.0 h"
+
+
+def test_staircase_holds_each_recommendation_until_the_next() -> None:
+    xs, ys = step_arrays([(0.0, 1.0), (10.0, 2.0), (20.0, 3.0)], end=25.0)
+    assert xs.tolist() == [0.0, 10.0, 10.0, 20.0, 20.0, 25.0]
+    assert ys.tolist() == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+
+
+def test_ro_trends_cover_12_tags_and_other_processes_get_few_plots() -> None:
+    tags = [t for spec in RO_PLOTS for t in spec.tags]
+    assert len(tags) == 12 == len(set(tags))
+    assert default_plots(RO_CATALOG, [t.name for t in RO_CATALOG.tags]) == list(RO_PLOTS)
+    from app.plant.catalog import CATALOGS
+
+    uf = CATALOGS["uf"]
+    plots = default_plots(uf, [t.name for t in uf.tags])
+    assert 1 <= len(plots) <= len(uf.setpoints) + 4
+
+
+def test_trend_panel_draws_nan_gaps_and_clips_to_the_visible_window(qtbot: QtBot) -> None:
+    tags = [t for spec in RO_PLOTS for t in spec.tags]
+    buf = TrendBuffer(tags, 1000)
+    for i in range(600):
+        value = math.nan if 200 <= i < 210 else float(i)
+        buf.append(1000.0 + i, dict.fromkeys(tags, value))
+    panel = TrendsPanel(buf, RO_CATALOG, clock_offset_s=1e9)
+    qtbot.addWidget(panel)
+    panel.stop()
+    panel.load(1e9 + 1400.0, 1e9 + 1500.0)  # 100 s visible, 100 s margin each side
+    xs, ys = panel.curves[(0, RO_PLOTS[0].tags[0])].getData()
+    assert xs[0] == pytest.approx(1e9 + 1300.0) and xs[-1] == pytest.approx(1e9 + 1599.0)
+    assert np.isnan(ys).sum() == 0
+    panel.load(1e9 + 1150.0, 1e9 + 1250.0)
+    _, ys = panel.curves[(0, RO_PLOTS[0].tags[0])].getData()
+    assert np.isnan(ys).sum() == 10  # the gap stays a gap
+
+
+def test_gauge_is_coloured_only_above_its_limit(qtbot: QtBot) -> None:
+    gauge = GaugeWidget("Uncertainty")
+    qtbot.addWidget(gauge)
+    gauge.set_value(0.1, 0.25)
+    assert not gauge.exceeded and gauge.value_label.property("alarm") == ""
+    gauge.set_value(0.4, 0.25)
+    assert gauge.exceeded and gauge.value_label.property("alarm") == "medium"
+    gauge.set_value(math.nan, 0.25)
+    assert gauge.bar.text() == "n/a"
+    assert short_name("Supervisory feed pressure setpoint") == "Feed pressure SP"
+
+
+def test_affected_builds_are_recognised() -> None:
+    assert affected("6.12.0", (3, 11))
+    assert not affected("6.11.3", (3, 11))
+    assert not affected("6.12.0", (3, 12))
+
+
+def test_installed_pyside_keeps_references_to_none_or_is_flagged(qtbot: QtBot) -> None:
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    before = sys.getrefcount(None)
+    for _ in range(500):
+        painter.drawLine(0, 0, 5, 5)
+    lost = before - sys.getrefcount(None)
+    painter.end()
+    if sys.version_info >= (3, 12):
+        pytest.skip("None is immortal on Python 3.12+")
+    assert lost < 100 or affected(), f"PySide6 {PySide6.__version__} lost {lost} refs to None"
+
+
+def test_levels_of_detail_keep_every_peak_and_the_newest_rows() -> None:
+    from app.ui.trend_lod import TrendLod
+
+    buf = TrendBuffer(["a", "b"], 10_000)
+    rng = np.random.default_rng(3)
+    values = rng.normal(0, 1, (5000, 2)).astype(np.float32).astype(np.float64)  # as stored
+    values[1234, 0] = 50.0  # a spike
+    values[2000:2200, 1] = np.nan  # a gap spanning whole level-2 buckets
+    lod = TrendLod(buf, ["a", "b"], factor=8, levels=3)
+    for start in range(0, 5000, 777):  # arrive in uneven batches, as timer ticks see them
+        for i in range(start, min(5000, start + 777)):
+            buf.append(float(i), {"a": values[i, 0], "b": values[i, 1]})
+        lod.update()
+    times, view, per = lod.view(0.0, 4999.0, max_buckets=200)
+    assert per == 64  # 5000 rows / 64 = 79 buckets <= 200 < 5000 / 8
+    assert view[:, 0].max() == 50.0 and np.nanmin(view[:, 0]) == values[:, 0].min()
+    first = values[:64, 0]
+    assert (view[0, 0], view[1, 0]) == (first.min(), first.max())
+    assert times[-1] == 4999.0  # rows not yet in a whole bucket come from the buffer
+    gap = (times >= 2048) & (times < 2176)
+    assert np.isnan(view[gap, 1]).all()
+    raw_t, raw_v, per = lod.view(100.0, 150.0, max_buckets=200)
+    assert raw_v.shape == (51, 2)
+    assert per == 1 and raw_t.tolist() == [float(i) for i in range(100, 151)]
+
+
+def test_demo_accounts_log_in_with_the_passwords_the_dialog_shows(tmp_path) -> None:
+    from app.controllers.auth import AuthService, UserStore, verify_password
+    from app.controllers.core import USERS_FILE
+    from app.ui.demo import DEMO_USERS, demo_hint, ensure_demo_users
+
+    assert ensure_demo_users(tmp_path)
+    assert not ensure_demo_users(tmp_path)  # an existing users file is never touched
+    users = UserStore(tmp_path / USERS_FILE).load()
+    for name, role, password in DEMO_USERS:
+        assert users[name].role is role and verify_password(password, users[name].password_hash)
+        assert f"{name} / {password}" in demo_hint()
+    AuthService(UserStore(tmp_path / USERS_FILE)).login("operator", "operator-demo")
