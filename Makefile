@@ -17,13 +17,14 @@ SDK_VENV := .venv-azureml-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test-peers run test lint format bench screenshots package clean
+.PHONY: help venv system-deps test-peers run test lint format bench agents screenshots package clean
 
 help:
 	@echo "make run      start the console on the embedded demo plant (installs everything first)"
 	@echo "make test     install everything the tests need and run the whole suite"
 	@echo "make lint     ruff, ruff format --check, mypy (strict outside app/ui), import-linter"
 	@echo "make bench    run every benchmark under bench/"
+	@echo "make agents   re-train and sign the shipped agent packages (about 30 min)"
 	@echo "make screenshots  render the main views under Xvfb into docs/screenshots/"
 	@echo "make package  build the Linux bundle and .deb"
 
@@ -81,6 +82,10 @@ bench: venv system-deps
 	@set -e; for f in bench/[a-z]*.py; do \
 		name=$$(basename $$f .py); echo "== bench.$$name"; \
 		QT_QPA_PLATFORM=offscreen $(PYTHON) -m bench.$$name; done
+
+# Re-create the shipped agent packages (resources/agents/), seeded: about 30 minutes on 2 cores.
+agents: venv
+	$(PYTHON) -m app.training.ship_agents --process ro
 
 # Real X11 renders of the main views into docs/screenshots/ (README shows them).
 screenshots: venv system-deps

@@ -68,15 +68,6 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _not_yet(what: str, issue: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        raise CliError(
-            f"'{what}' is not available in this build yet (it arrives with the {issue} work)"
-        )
-
-    return handler
-
-
 # --- handlers -----------------------------------------------------------------------------------
 
 
@@ -97,6 +88,14 @@ def _headless(args: argparse.Namespace) -> int:
     from app.controllers.headless import run_headless_cli
 
     return run_headless_cli(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        from app.training.train import run_train_cli
+    except ImportError as exc:
+        raise CliError(f"training is not available in this build: {exc}") from None
+    return run_train_cli(args)
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -277,7 +276,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output package folder")
     p.add_argument("--steps", type=_positive_int, help="environment steps")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=_not_yet("intelwatt train", "agent training"))
+    p.add_argument(
+        "--algo", choices=("ppo", "sac"), help="algorithm (default: the process recipe's)"
+    )
+    p.add_argument("--n-envs", type=_positive_int, help="plants stepped together (default: recipe)")
+    p.add_argument("--ensemble", type=int, default=3, help="extra ensemble members (default: 3)")
+    p.add_argument(
+        "--key", type=Path, help="Ed25519 signing key (default: resources/keys/intelwatt-dev.key)"
+    )
+    p.add_argument("--version", dest="agent_version", help="agent version (default: dated)")
+    p.add_argument(
+        "--eval-episodes", type=_positive_int, help="held-out episodes evaluated after training"
+    )
+    p.add_argument(
+        "--eval-days", type=_positive_float, help="episode length of that evaluation (days)"
+    )
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard logs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
 
     p = sub.add_parser(
         "eval",

@@ -120,7 +120,7 @@ PRICES: dict[str, ProcessPrices] = {
         quality_weight=30.0,
         pressure_weight=5.0,
         smoothness_weight=0.01,
-        trip_penalty=50.0,
+        trip_penalty=500.0,  # rl_hrro: -500/-1000; below ~55 draining to the trip pays
         terminal_state_key="permeate_line_deficit_l",
         terminal_state_eur=0.04,
     ),
@@ -137,7 +137,7 @@ PRICES: dict[str, ProcessPrices] = {
         quality_weight=2.0,
         pressure_weight=2.0,
         smoothness_weight=0.01,
-        trip_penalty=50.0,
+        trip_penalty=500.0,
         terminal_state_key="fouling_ratio",
         terminal_state_eur=500.0,
     ),
