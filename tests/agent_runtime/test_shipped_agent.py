@@ -1,0 +1,60 @@
+"""The shipped RO agent package: verified by the default trust store, served by the PolicyHost."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.agent_runtime.errors import HashMismatch
+from app.agent_runtime.host import PolicyHost
+from app.agent_runtime.keys import TrustStore
+from app.agent_runtime.package import verify_package
+from app.config import ControlSettings
+from app.domain import Slot
+from app.plant.catalog import RO_CATALOG
+from tests.agent_runtime.policies import good, ro_measurements
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+SHIPPED = RESOURCES / "agents" / "ro"
+
+
+@pytest.fixture
+def trust() -> TrustStore:
+    return TrustStore.load(RESOURCES / "trust")
+
+
+def test_shipped_package_verifies_against_the_default_trust_store(trust: TrustStore) -> None:
+    pkg = verify_package(SHIPPED, trust, catalog=RO_CATALOG)
+    assert pkg.manifest.process == "ro"
+    assert {a.tag for a in pkg.manifest.actions} >= {"feed_pressure_sp_bar", "feed_flow_sp_m3h"}
+    assert any(name.startswith("ensemble/") for name in pkg.files)
+
+
+def test_shipped_agent_answers_with_setpoints_inside_the_plc_limits(trust: TrustStore) -> None:
+    host = PolicyHost(trust, RO_CATALOG, control=ControlSettings(inference_deadline_s=30.0))
+    try:
+        version = host.load(SHIPPED, Slot.ACTIVE).result(30)
+        assert version.process == "ro"
+        for fouling, pressure in ((0.0, 10.0), (0.5, 13.0), (1.0, 15.0)):
+            result = host.infer(good(ro_measurements(fouling, pressure)), {}).result(30)
+            assert result.active.ok, result.active
+            assert result.action is not None
+            for tag in ("feed_pressure_sp_bar", "feed_flow_sp_m3h"):
+                spec = RO_CATALOG.tag(tag)
+                assert spec.plc_low is not None and spec.plc_high is not None
+                assert spec.plc_low <= result.action[tag] <= spec.plc_high, (tag, result.action)
+    finally:
+        host.close()
+
+
+def test_a_tampered_copy_of_the_shipped_agent_is_refused(trust: TrustStore, tmp_path: Path) -> None:
+    copy = tmp_path / "ro"
+    shutil.copytree(SHIPPED, copy)
+    onnx = copy / "policy.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(HashMismatch, match=r"policy\.onnx"):
+        verify_package(copy, trust, catalog=RO_CATALOG)
