@@ -17,13 +17,14 @@ SDK_VENV := .venv-azureml-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test-peers run test lint format bench agents screenshots package clean
+.PHONY: help venv system-deps test-peers run test lint format bench soak nightly-reliability agents screenshots package clean
 
 help:
 	@echo "make run      start the console on the embedded demo plant (installs everything first)"
 	@echo "make test     install everything the tests need and run the whole suite"
 	@echo "make lint     ruff, ruff format --check, mypy (strict outside app/ui), import-linter"
 	@echo "make bench    run every benchmark under bench/"
+	@echo "make soak     1M-tick soak with random faults (bench/soak.py)"
 	@echo "make agents   re-train and sign the shipped agent packages (about 30 min)"
 	@echo "make screenshots  render the main views under Xvfb into docs/screenshots/"
 	@echo "make package  build the Linux bundle and .deb"
@@ -82,6 +83,14 @@ bench: venv system-deps
 	@set -e; for f in bench/[a-z]*.py; do \
 		name=$$(basename $$f .py); echo "== bench.$$name"; \
 		QT_QPA_PLATFORM=offscreen $(PYTHON) -m bench.$$name; done
+
+# 1M accelerated control steps with random faults: RSS growth, ledger chain, outbox delivery.
+soak: venv
+	$(PYTHON) -m bench.soak
+
+# The fault matrix and fuzzing at full size (100 server restarts, >= 10k fuzz cases): about 15 min.
+nightly-reliability: venv system-deps test-peers
+	INTELWATT_RELIABILITY_FULL=1 QT_QPA_PLATFORM=offscreen $(PYTHON) -m pytest tests/reliability -q -s
 
 # Re-create the shipped agent packages (resources/agents/), seeded: about 30 minutes on 2 cores.
 agents: venv

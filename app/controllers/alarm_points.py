@@ -20,6 +20,7 @@ PLC_CONFIG = "plc.config"
 PLC_INPUTS = "plc.inputs"
 PLC_WATCHDOG = "plc.watchdog"
 PLC_WRITE = "plc.write_failed"
+PLC_CERTIFICATE = "plc.certificate"
 CORE_AUDIT = "core.audit"
 MODE_DEMOTED = "mode.demoted"
 AGENT_REFUSED = "agent.package_refused"
@@ -52,6 +53,11 @@ CORE_ALARMS: tuple[AlarmDef, ...] = (
         P.HIGH,
         "PLC watchdog tripped: the PLC returned to base control; the console re-requests control "
         "once healthy",
+    ),
+    AlarmDef(
+        PLC_CERTIFICATE,
+        P.MEDIUM,
+        "an OPC UA certificate expired or expires soon: renew it and update the trust lists",
     ),
     AlarmDef(PLC_WRITE, P.MEDIUM, "a setpoint write failed: check the PLC's write permissions"),
     AlarmDef(
@@ -128,6 +134,7 @@ __all__ = [
     "CORE_ALARMS",
     "CORE_AUDIT",
     "MODE_DEMOTED",
+    "PLC_CERTIFICATE",
     "PLC_CONFIG",
     "PLC_CONNECTION",
     "PLC_INPUTS",

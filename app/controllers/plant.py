@@ -271,6 +271,8 @@ class PlantController:
         exc = fut.exception()
         if exc is None:
             self._connect_attempts = 0
+            expiring: tuple[str, ...] = getattr(self.driver, "certificate_warnings", ())
+            self._set_alarm(ap.PLC_CERTIFICATE, bool(expiring), "; ".join(expiring) or None)
             if not self._subscribed:
                 self._subscribed = True
                 tags = [t.name for t in self.catalog.tags]

@@ -110,6 +110,53 @@ _INTEGER_VARIANTS = frozenset(
 _TRANSPORT_ERRORS = (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, UaError)
 
 
+CERT_EXPIRY_WARNING_DAYS = 30.0
+"""A certificate expiring within this many days raises the ``plc.certificate`` alarm."""
+
+
+def certificate_expiry_warnings(
+    certificates: Mapping[str, Path | str],
+    *,
+    within_days: float = CERT_EXPIRY_WARNING_DAYS,
+    now: datetime | None = None,
+) -> list[str]:
+    """One warning per certificate (DER or PEM) that expired or expires within ``within_days``.
+
+    Args:
+        certificates: Role (``client``, ``server``) -> certificate file.
+        within_days: Warning horizon.
+        now: Current time (default: now, UTC).
+
+    Raises:
+        DriverConfigError: A file is not an X.509 certificate.
+    """
+    from cryptography import x509
+
+    now = now or datetime.now(UTC)
+    out: list[str] = []
+    for role, path in certificates.items():
+        data = Path(path).read_bytes()
+        try:
+            cert = (
+                x509.load_pem_x509_certificate(data)
+                if data.lstrip().startswith(b"-----")
+                else x509.load_der_x509_certificate(data)
+            )
+        except ValueError as exc:
+            raise DriverConfigError(
+                f"{role} certificate {str(path)!r} is unreadable: {exc}"
+            ) from None
+        end = cert.not_valid_after_utc
+        left_days = (end - now).total_seconds() / 86400
+        if left_days <= 0:
+            out.append(f"{role} certificate {path} expired on {end:%Y-%m-%d}")
+        elif left_days <= within_days:
+            out.append(
+                f"{role} certificate {path} expires in {left_days:.0f} days ({end:%Y-%m-%d})"
+            )
+    return out
+
+
 def _aware(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
@@ -207,6 +254,9 @@ class OpcUaDriver:
         self._last_source_ts: dict[TagId, datetime] = {}
         self._subscriptions: list[_OpcUaSubscription] = []
         self._state_task: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self.certificate_warnings: tuple[str, ...] = ()
+        """Certificates that expired or expire soon, checked at every ``connect``."""
         self._closing = False
 
     # --- state ------------------------------------------------------------------------------
@@ -306,6 +356,14 @@ class OpcUaDriver:
         for path in (security.certificate, security.private_key, security.server_certificate):
             if path is not None and not await asyncio.to_thread(Path(path).is_file):
                 raise DriverConfigError(f"security file {str(path)!r} does not exist")
+        certificates = {"client": security.certificate}
+        if security.server_certificate is not None:
+            certificates["server"] = security.server_certificate
+        self.certificate_warnings = tuple(
+            await asyncio.to_thread(certificate_expiry_warnings, certificates)
+        )
+        for warning in self.certificate_warnings:
+            log.warning("%s: %s", self._name, warning)
         if security.trusted_certificates:
             store = TrustStore(list(security.trusted_certificates), [])
             await store.load()
@@ -368,6 +426,9 @@ class OpcUaDriver:
                     return
                 if new is UaClientState.CONNECTED:
                     self._state.set(ConnectionState.CONNECTED, "reconnected")
+                    self._renewing = asyncio.get_running_loop().create_task(
+                        self._renew_subscriptions(), name=f"{self._name}-renew"
+                    )
                 # asyncua passes through DISCONNECTED between reconnect attempts; its supervisor
                 # keeps retrying until close(), so both mean RECONNECTING here.
                 elif (
@@ -386,6 +447,10 @@ class OpcUaDriver:
     async def close(self) -> None:
         """Stop subscriptions, disconnect and enter CLOSED."""
         self._closing = True
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+            self._renewing = None
         for handle in tuple(self._subscriptions):
             await self._drop_subscription(handle)
         if self._state_task is not None:
@@ -483,13 +548,20 @@ class OpcUaDriver:
             raise ConnectionLostError(f"{self._name}: cannot subscribe while {self.state}")
         handle = _OpcUaSubscription(self, tuple(tags), on_sample)
         try:
-            sub = await client.create_subscription(
-                self.connection.publishing_interval_ms, queue_maxsize=10_000
-            )
-            requests = [self._monitor_request(self._nodes[t], i + 1) for i, t in enumerate(tags)]
-            results = await sub.create_monitored_items(requests)
+            await self._open(handle, client)
         except _TRANSPORT_ERRORS as exc:
             raise ConnectionLostError(f"{self._name}: subscribe failed: {exc}") from None
+        self._subscriptions.append(handle)
+        return handle
+
+    async def _open(self, handle: _OpcUaSubscription, client: Client) -> None:
+        """Create the server-side subscription of ``handle`` and start pumping its events."""
+        tags = handle.tags
+        sub = await client.create_subscription(
+            self.connection.publishing_interval_ms, queue_maxsize=10_000
+        )
+        requests = [self._monitor_request(self._nodes[t], i + 1) for i, t in enumerate(tags)]
+        results = await sub.create_monitored_items(requests)
         handle.subscription = sub
         now = time.monotonic()
         for tag, result in zip(tags, results, strict=True):
@@ -500,8 +572,33 @@ class OpcUaDriver:
         handle.task = asyncio.get_running_loop().create_task(
             self._pump(handle, sub), name=f"{self._name}-subscription"
         )
-        self._subscriptions.append(handle)
-        return handle
+
+    async def _renew_subscriptions(self) -> None:
+        """Replace every subscription with a fresh one after a reconnect.
+
+        asyncua restores subscriptions itself, but when the server drops again while it does so
+        (a PLC restarting twice in a row), the restored subscription can stay silent for good:
+        connected, yet every input COMM_FAILURE forever (found by the reliability suite). A fresh
+        subscription also sends every current value at once.
+        """
+        for handle in tuple(self._subscriptions):
+            client = self._usable_client()
+            if client is None or self._closing:
+                return
+            task, old = handle.task, handle.subscription
+            handle.task, handle.subscription = None, None
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(old.delete(), self.connection.timeout_s)
+            try:
+                await self._open(handle, client)
+            except (*_TRANSPORT_ERRORS, UaStatusCodeError) as exc:
+                # The next reconnect renews again; until then the inputs stay COMM_FAILURE.
+                log.warning("%s: renewing a subscription failed: %s", self._name, exc)
+                return
 
     def _monitor_request(
         self, node: ua.NodeId, client_handle: int
