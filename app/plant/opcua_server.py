@@ -36,6 +36,8 @@ from app.plant.plc_map import standard_map
 log = logging.getLogger(__name__)
 
 ENDPOINT_PATH = "/intelwatt/plant/"
+STOP_TIMEOUT_S = 10.0
+"""Longest wait for asyncua's graceful server stop before the listener is closed regardless."""
 SECURITY_MODES = {
     "none": ua.SecurityPolicyType.NoSecurity,
     "sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
@@ -253,10 +255,25 @@ class OpcUaFrontEnd:
         )
 
     async def stop(self) -> None:
-        """Close every session and stop listening."""
+        """Close every session and stop listening.
+
+        Client connections are aborted first: asyncua's graceful stop waits for each connection's
+        closing task, which could hang for a minute on a client blocked in a publish request.
+        """
         if self._running:
             self._running = False
-            await self.server.stop()
+            self.drop_connections()
+            try:
+                await asyncio.wait_for(self.server.stop(), timeout=STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning(
+                    "OPC UA server on %s did not stop within %.0f s; closing its listener",
+                    self.endpoint,
+                    STOP_TIMEOUT_S,
+                )
+                listener = getattr(self.server.bserver, "_server", None)
+                if listener is not None:
+                    listener.close()
             log.info("OPC UA server on %s stopped", self.endpoint)
 
     def drop_connections(self) -> int:
