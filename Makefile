@@ -17,7 +17,7 @@ SDK_VENV := .venv-azureml-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test-peers run test lint format bench soak nightly-reliability agents screenshots package clean
+.PHONY: help venv system-deps test-peers run test lint format bench soak nightly-reliability agents audit screenshots package clean
 
 help:
 	@echo "make run      start the console on the embedded demo plant (installs everything first)"
@@ -25,7 +25,8 @@ help:
 	@echo "make lint     ruff, ruff format --check, mypy (strict outside app/ui), import-linter"
 	@echo "make bench    run every benchmark under bench/"
 	@echo "make soak     1M-tick soak with random faults (bench/soak.py)"
-	@echo "make agents   re-train and sign the shipped agent packages (about 30 min)"
+	@echo "make agents   re-train and sign the shipped agent packages ro, hsbro, uf (about 35 min)"
+	@echo "make audit    pip-audit of the pinned dependencies (needs internet access)"
 	@echo "make screenshots  render the main views under Xvfb into docs/screenshots/"
 	@echo "make package  build the Linux bundle and .deb"
 
@@ -94,7 +95,17 @@ nightly-reliability: venv system-deps test-peers
 
 # Re-create the shipped agent packages (resources/agents/), seeded: about 30 minutes on 2 cores.
 agents: venv
-	$(PYTHON) -m app.training.ship_agents --process ro
+	$(PYTHON) -m app.training.ship_agents --process ro hsbro uf
+
+AUDIT_VENV := $(TOOLS)/audit-venv
+
+# Dependency audit (PyPI advisories; -s osv for OSV). --strict fails when any package could not
+# be checked, so an unreachable advisory service is a failure, not a silent pass.
+audit: venv
+	mkdir -p $(TOOLS)
+	test -x $(AUDIT_VENV)/bin/pip-audit || ($(PY) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit)
+	$(PYTHON) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > $(TOOLS)/requirements-audit.txt
+	$(AUDIT_VENV)/bin/pip-audit --vulnerability-service pypi --strict --no-deps --disable-pip -r $(TOOLS)/requirements-audit.txt
 
 # Real X11 renders of the main views into docs/screenshots/ (README shows them).
 screenshots: venv system-deps

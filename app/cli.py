@@ -49,6 +49,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _iso_datetime(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
@@ -332,13 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=20_000, help="fine-tuning steps (20000)")
     p.add_argument("--n-envs", type=_positive_int, default=8, help="plants in fine-tuning (8)")
     p.add_argument(
-        "--replay-fraction", type=float, default=0.5, help="share of nominal plants (0.5)"
+        "--replay-fraction", type=_fraction, default=0.5, help="share of nominal plants (0.5)"
+    )
+    p.add_argument(
+        "--critic-warmup",
+        type=_fraction,
+        default=0.0,
+        help="share of PPO steps fitting only the critic first (0)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--since", type=_iso_datetime, help="window start (ISO 8601)")
     p.add_argument("--until", type=_iso_datetime, help="window end (ISO 8601)")
     p.add_argument("--min-records", type=_positive_int, default=96, help="fewest usable records")
-    p.add_argument("--min-span-h", type=_positive_float, default=24.0, help="shortest span, hours")
+    p.add_argument(
+        "--min-span-h", type=_non_negative_float, default=24.0, help="shortest span, hours"
+    )
     p.add_argument(
         "--include-label", action="append", default=[], help="event label to keep (e.g. cip)"
     )

@@ -214,14 +214,69 @@ class ModePolicy(_Model):
     min_shadow_steps: int = Field(default=48, ge=1)
 
 
+class RollbackConfig(_Model):
+    """Automatic rollback triggers on a newly promoted agent (``[agents.rollback]``).
+
+    Mirrors ``app.controllers.agent_rollback.RollbackSettings``; a rate of 0 switches that trigger
+    off (TOML has no null).
+    """
+
+    watch_steps: int = Field(default=96, ge=1)
+    """Agent steps after a promotion during which the triggers are armed."""
+    min_steps: int = Field(default=8, ge=1)
+    """Agent steps before a rate trigger may fire."""
+    baseline_steps: int = Field(default=24, ge=1)
+    """Agent steps before the promotion whose SEC forms the CUSUM reference."""
+    cusum: bool = True
+    """Enable the CUSUM trigger on normalised SEC."""
+    cusum_k: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    """CUSUM slack, in baseline standard deviations."""
+    cusum_h: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    """CUSUM decision threshold, in baseline standard deviations."""
+    cusum_min_sigma_frac: float = Field(default=0.02, gt=0, le=1)
+    """Floor of the baseline standard deviation, as a fraction of the baseline mean."""
+    constraint_hit_rate: float = Field(default=0.25, ge=0, le=1)
+    """Share of proposals refused by the safety envelope that fires (0: off)."""
+    abstention_rate: float = Field(default=0.5, ge=0, le=1)
+    """Share of steps on which the agent abstained that fires (0: off)."""
+    rejection_rate: float = Field(default=0.5, ge=0, le=1)
+    """Share of decided recommendations operators rejected that fires (0: off)."""
+    min_decisions: int = Field(default=4, ge=1)
+    """Decided recommendations before the rejection trigger may fire."""
+
+    @model_validator(mode="after")
+    def _window(self) -> RollbackConfig:
+        if self.min_steps > self.watch_steps:
+            raise ValueError("min_steps must not exceed watch_steps")
+        return self
+
+
+class GateConfig(_Model):
+    """Promotion gates beyond ``[modes]`` (``[agents.gates]``).
+
+    Mirrors ``app.agent_runtime.shadow.GateThresholds``.
+    """
+
+    max_violations: int = Field(default=0, ge=0)
+    """Hypothetical limit hits (step x tag) the candidate may have in shadow."""
+    kpi_tolerance_eur_h: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """How much worse (EUR/h) the candidate's twin-predicted KPI may be than the incumbent's."""
+    min_kpi_samples: int = Field(default=1, ge=0)
+    """Twin KPI evaluations needed before the KPI gate can pass."""
+    max_candidate_errors: int = Field(default=0, ge=0)
+    """Shadow steps on which the candidate may have failed."""
+
+
 class AgentSettings(_Model):
-    """Where agent packages and trusted signing keys live."""
+    """Where agent packages and trusted signing keys live, and how new agents are judged."""
 
     package: Path | None = None
     """The agent package (folder or zip) to load as active at start-up."""
     trust_store: Path = Path("resources/trust")
     staging_dir: Path | None = None
     """Where downloaded packages are staged; default under the platform data dir."""
+    rollback: RollbackConfig = RollbackConfig()
+    gates: GateConfig = GateConfig()
 
 
 class CloudSettings(_Model):
@@ -255,6 +310,30 @@ class CloudSettings(_Model):
         return self
 
 
+class RetrainSettings(_Model):
+    """Continuous training started by the console (``[retrain]``; ``app.controllers.retrain``)."""
+
+    enabled: bool = False
+    """Request a retrain job after every ``every_n_steps`` inference steps of the active agent."""
+    every_n_steps: int = Field(default=336, ge=1)
+    """Inference steps of the active agent between two requests (336 = 7 days at 30 min)."""
+    min_good_fraction: float = Field(default=0.8, gt=0, le=1)
+    """Share of the window's logged steps that must pass the data checks (quality, no CIP/upset)."""
+    min_records: int = Field(default=96, ge=2)
+    """Fewest usable records in the window (also passed to the job)."""
+    min_span_h: float = Field(default=24.0, ge=0, allow_inf_nan=False)
+    """Shortest span of usable records, hours (also passed to the job)."""
+    window_steps: int = Field(default=672, ge=2)
+    """Most recent logged steps handed to the job (672 = 14 days at 30 min)."""
+    steps: int = Field(default=20_000, ge=1)
+    """Fine-tuning environment steps of the job."""
+    base: Path | None = None
+    """Training folder of the running agent (``package/``, ``checkpoints/``, ``vecnormalize.json``);
+    default: ``[agents] package``, warm-started from its ``policy.onnx``."""
+    extra_args: tuple[str, ...] = ()
+    """More ``intelwatt retrain`` options, e.g. ``["--gate-days", "10", "--n-envs", "8"]``."""
+
+
 class SiteConfig(_Model):
     """A whole site file."""
 
@@ -267,6 +346,7 @@ class SiteConfig(_Model):
     modes: ModePolicy = ModePolicy()
     agents: AgentSettings = AgentSettings()
     cloud: CloudSettings = CloudSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @model_validator(mode="after")
     def _agent_period(self) -> SiteConfig:
@@ -412,11 +492,14 @@ __all__ = [
     "CloudSettings",
     "ConfigError",
     "ControlSettings",
+    "GateConfig",
     "ModbusConnection",
     "ModePolicy",
     "OpcUaConnection",
     "OpcUaSecurity",
     "PlantConnection",
+    "RetrainSettings",
+    "RollbackConfig",
     "SiteConfig",
     "SiteInfo",
     "TagAddressOverride",

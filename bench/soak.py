@@ -29,6 +29,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.agent_runtime.host import PolicyHost
 from app.agent_runtime.keys import TrustStore, public_key_of
-from app.agent_runtime.package import write_package
 from app.cloud.outbox import Outbox, OutboxLimits, RecordKind
 from app.config import ControlSettings, ModePolicy, TagLimits
 from app.controllers import alarm_points as ap
@@ -55,6 +55,7 @@ from app.controllers.trend_buffer import TrendBuffer
 from app.domain import AuditEvent, Mode, Quality, Role, Slot
 from app.drivers.fake import FakeDriver
 from app.plant.catalog import RO_CATALOG
+from bench.soak_policy import write_random_mlp_package
 
 P, F = "feed_pressure_sp_bar", "feed_flow_sp_m3h"
 PASSWORD = "correct-horse-battery"
@@ -65,6 +66,7 @@ LIMITS = {
                  max_move=4.0),
 }  # fmt: skip
 SANE = {"remote_mode": 1.0, "write_inhibit": 0.0, "watchdog_tripped": 0.0, "cip_active": 0.0}
+EPOCH = 1_767_225_600.0  # 2026-01-01 UTC: the soak's wall clock is plant time from here
 FAULTS = ("quality", "nan", "interlock", "drop", "refuse", "cloud_down")
 
 
@@ -111,18 +113,18 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _mlp_package(folder: Path, key: Ed25519PrivateKey) -> Path:
-    # The test graph builder makes a random MLP whose actions span the RO action ranges.
-    from tests.agent_runtime.conftest import manifest_fields, weights
-    from tests.agent_runtime.onnx_graphs import mlp_onnx
-
-    write_package(folder, manifest_fields(version="ro-soak"), mlp_onnx(weights(0)), key)
-    return folder
+Probe = Callable[[int, Mapping[str, object]], None]
+"""Called every ``probe_every`` ticks with the tick and the run's live objects (by name)."""
 
 
 def run_soak(ticks: int, root: Path, *, seed: int = 0, agent_every: int = 30,
-             fault_rate: float = 0.002) -> SoakResult:  # fmt: skip
-    """Run ``ticks`` control ticks with random faults under ``root``; see the module docstring."""
+             fault_rate: float = 0.002, probe: Probe | None = None,
+             probe_every: int = 10_000) -> SoakResult:  # fmt: skip
+    """Run ``ticks`` control ticks with random faults under ``root``; see the module docstring.
+
+    ``probe`` (memory diagnosis, ``bench.soak_memory``) sees the live objects every
+    ``probe_every`` ticks and once more after the last tick.
+    """
     rnd = random.Random(seed)
     key = Ed25519PrivateKey.generate()
     trust = TrustStore([public_key_of(key, "soak")])
@@ -146,8 +148,9 @@ def run_soak(ticks: int, root: Path, *, seed: int = 0, agent_every: int = 30,
     def audit_auth(event: AuditEvent) -> None:
         trail.try_record(event.kind, event.origin, event.summary, event.data)
 
+    # Sessions age in plant time like everything else (idle timeout 900 s = 900 ticks).
     auth = AuthService(UserStore(root / "users.json"), scrypt=ScryptParams(n=2**4, r=1, p=1),
-                       sink=audit_auth)  # fmt: skip
+                       sink=audit_auth, clock=lambda: EPOCH + ctx.monotonic())  # fmt: skip
     auth.create_first_supervisor("sup", PASSWORD)
     sup = auth.login("sup", PASSWORD)
     auth.add_user(sup, "eng", Role.ENGINEER, PASSWORD)
@@ -167,7 +170,7 @@ def run_soak(ticks: int, root: Path, *, seed: int = 0, agent_every: int = 30,
     plant.start()
     agent.start()
     ctx.run_pending()
-    pkg = _mlp_package(root / "pkg", key)
+    pkg = write_random_mlp_package(root / "pkg", key)
     fut = host.load(pkg, Slot.ACTIVE)
     fut.result(30)
     agent.record_load(pkg, auth.require(sup, Action.PROMOTE), Slot.ACTIVE, fut, None)
@@ -186,6 +189,11 @@ def run_soak(ticks: int, root: Path, *, seed: int = 0, agent_every: int = 30,
             settle()
         mode.request_mode(Mode.AUTOMATIC, eng, confirm=True)
         settle()
+
+    def live() -> dict[str, object]:
+        return {"ctx": ctx, "driver": driver, "bus": bus, "ledger": ledger, "outbox": outbox,
+                "trail": trail, "alarms": alarms, "auth": auth, "snapshot": snapshot,
+                "plant": plant, "host": host, "mode": mode, "agent": agent}  # fmt: skip
 
     delivered = 0
     cloud_up = True
@@ -254,6 +262,8 @@ def run_soak(ticks: int, root: Path, *, seed: int = 0, agent_every: int = 30,
                 delivered += outbox.mark_delivered(batch[-1].id)
         if len(driver.writes) > 10_000:
             del driver.writes[:-100]  # the fake PLC's own history is not the console's memory
+        if probe is not None and tick % probe_every == 0:
+            probe(tick, live())
     while True:  # final upload after the run
         batch = outbox.peek(1000, 4 * 2**20)
         if not batch:
@@ -261,6 +271,8 @@ def run_soak(ticks: int, root: Path, *, seed: int = 0, agent_every: int = 30,
         delivered += outbox.mark_delivered(batch[-1].id)
     wall = time.perf_counter() - t0
     rss_end = _rss_mb()
+    if probe is not None:
+        probe(ticks, live())
     host.close()
     ledger.close()
     report = verify(root / "ledger.sqlite")

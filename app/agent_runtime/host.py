@@ -289,6 +289,10 @@ class _DeadlineWatch:
 
     def add(self, deadline: float, future: Future[Any]) -> None:
         with self._cond:
+            # The thread sleeps until the earliest deadline; finished futures (nearly all) are
+            # dropped here too, or every step's future and result would stay until then.
+            while self._heap and self._heap[0][2].done():
+                heapq.heappop(self._heap)
             first = not self._heap or deadline < self._heap[0][0]
             heapq.heappush(self._heap, (deadline, next(self._count), future))
             if first:

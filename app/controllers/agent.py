@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,9 @@ from app.controllers.messages import (
     RecommendationReady,
     RecommendationUpdated,
     RollbackTriggered,
+    ShadowStepped,
     StepSkipped,
+    StepTransition,
     SwapVerdict,
     WriteOutcome,
 )
@@ -477,6 +479,7 @@ class AgentController:
             self._abstain(snap, result, agent, reason, uncertainty, ood)
             return
         current = self._plant.current_setpoints()
+        sent = dict(action) if cloud else None
         proposal: list[Setpoint] = []
         for tag, value in action.items():
             if tag not in self._setpoint_tags:
@@ -486,7 +489,9 @@ class AgentController:
                 continue
             proposal.append(Setpoint(tag, value))
         if not proposal:
-            self._record_step(snap, result, "hold", "no setpoint change proposed", agent=agent)
+            self._record_step(
+                snap, result, "hold", "no setpoint change proposed", agent=agent, cloud_action=sent
+            )
             self._watch_step(snap, abstained=False, hit=False)
             return
         origin = Origin(OriginKind.CLOUD_AGENT if cloud else OriginKind.AGENT, agent.version)
@@ -503,6 +508,7 @@ class AgentController:
                     f"{verdict.layer.value}: {verdict.reason}",
                     agent=agent,
                     proposal=proposal,
+                    cloud_action=sent,
                 )
                 self._bus.publish(
                     ProposalRejected(agent, tuple(proposal), verdict.layer, verdict.reason)
@@ -515,7 +521,14 @@ class AgentController:
         rec = self._new_recommendation(agent, proposal, current, uncertainty, ood, cloud)
         outcome = "auto_apply" if automatic else "recommended"
         if not self._record_step(
-            snap, result, outcome, "", agent=agent, proposal=proposal, rec_id=rec.rec_id
+            snap,
+            result,
+            outcome,
+            "",
+            agent=agent,
+            proposal=proposal,
+            rec_id=rec.rec_id,
+            cloud_action=sent,
         ):
             return
         self._watch_step(snap, abstained=high, hit=False)
@@ -571,6 +584,7 @@ class AgentController:
         agent: AgentVersion | None = None,
         proposal: list[Setpoint] | None = None,
         rec_id: str | None = None,
+        cloud_action: dict[TagId, float] | None = None,
     ) -> bool:
         data: dict[str, Any] = {
             "outcome": outcome,
@@ -602,6 +616,8 @@ class AgentController:
             data["proposal"] = {sp.tag: sp.value for sp in proposal}
         if rec_id is not None:
             data["rec_id"] = rec_id
+        if cloud_action is not None:
+            data["cloud_action"] = cloud_action
         origin = Origin.agent(agent.version) if agent else Origin.system("agent-step")
         summary = f"agent step: {outcome}" + (f" ({detail})" if detail else "")
         try:
@@ -609,7 +625,46 @@ class AgentController:
         except LedgerError:
             log.error("agent step not recorded; no action taken")
             return False
+        self._publish_transition(snap, result, outcome, agent, proposal, cloud_action)
         return True
+
+    def _publish_transition(
+        self,
+        snap: Snapshot,
+        result: InferenceResult | None,
+        outcome: str,
+        agent: AgentVersion | None,
+        proposal: list[Setpoint] | None,
+        cloud_action: dict[TagId, float] | None,
+    ) -> None:
+        inputs = {t: s for t, s in snap.samples.items() if t in self._input_tags}
+        actions: dict[str, dict[TagId, float]] = {}
+        if result is not None:
+            for o in (result.active, result.candidate, result.previous):
+                if o is not None and o.action is not None:
+                    actions[o.slot.value] = dict(o.action)
+        if cloud_action is not None:
+            actions["cloud"] = cloud_action
+        applied = {
+            t: s.value
+            for t, s in snap.samples.items()
+            if t in self._setpoint_tags and s.quality.usable
+        }
+        if outcome == "auto_apply" and proposal is not None:
+            applied.update({sp.tag: sp.value for sp in proposal})
+        sec = specific_energy(snap)
+        self._bus.publish(
+            StepTransition(
+                outcome,
+                {t: s.value for t, s in inputs.items()},
+                {t: s.quality.value for t, s in inputs.items()},
+                actions,
+                applied,
+                {} if sec is None else {"sec_kwh_m3": sec},
+                agent or self.host.versions.active,
+                cloud_action is not None,
+            )
+        )
 
     # --- fallback chain ------------------------------------------------------------------------
 
@@ -964,9 +1019,22 @@ class AgentController:
             measurements = dict(snap.samples)
             last = {**self._plant.current_setpoints(), **self._last_applied}
             self.host.shadow_kpi(measurements, last).add_done_callback(_log_failure)
+        # Every shadow step is published with the gates as they stand after it (the console's
+        # live duel); automatic promotion acts on the same report.
+        step_at = utc_now()
+        report = self.host.gate_report(self.policy, self.settings.gates)
+        report.add_done_callback(
+            lambda f: self._ctx.post(partial(self._on_shadow_gates, result, step_at, f))
+        )
+
+    def _on_shadow_gates(
+        self, result: InferenceResult, step_at: datetime, fut: Future[GateReport]
+    ) -> None:
+        report = fut.result() if fut.exception() is None else None
+        spans = {t.name: t.high - t.low for t in self._plant.catalog.setpoints}
+        self._bus.publish(ShadowStepped.of(result, step_at, spans, report))
         if self.policy.promotion == "automatic":
-            report = self.host.gate_report(self.policy, self.settings.gates)
-            report.add_done_callback(lambda f: self._ctx.post(partial(self._on_auto_gates, f)))
+            self._on_auto_gates(fut)
 
     def _on_auto_gates(self, fut: Future[GateReport]) -> None:
         if fut.exception() is not None or not fut.result().passed:

@@ -29,6 +29,7 @@ AGENT_ABSTAINED = "agent.abstained"
 AGENT_FALLBACK = "agent.fallback"
 AGENT_ROLLBACK = "agent.rollback"
 AGENT_SKIPPED = "agent.steps_skipped"
+CLOUD_OUTBOX = "cloud.outbox"
 
 P = AlarmPriority
 
@@ -98,6 +99,12 @@ CORE_ALARMS: tuple[AlarmDef, ...] = (
         P.LOW,
         "agent steps are being skipped (inference still running): check the agent worker",
     ),
+    AlarmDef(
+        CLOUD_OUTBOX,
+        P.MEDIUM,
+        "the cloud outbox is filling up (the cloud has not taken records for a while): check the "
+        "storage connection; from 90 % transitions and at 100 % all new records are refused",
+    ),
 )
 
 
@@ -131,6 +138,7 @@ __all__ = [
     "AGENT_REFUSED",
     "AGENT_ROLLBACK",
     "AGENT_SKIPPED",
+    "CLOUD_OUTBOX",
     "CORE_ALARMS",
     "CORE_AUDIT",
     "MODE_DEMOTED",

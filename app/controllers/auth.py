@@ -476,8 +476,14 @@ class AuthService:
         self._users = store.load()
         self._sessions: dict[str, Session] = {}
         self._last_active: dict[str, float] = {}
-        # Hash checked for unknown users, so their failed logins take as long as real ones.
-        self._dummy_hash = hash_password(secrets.token_hex(16), self._params)
+        # Hash checked for unknown users, so their failed logins take as long as real ones;
+        # made on first need so start-up doesn't pay for a scrypt run.
+        self._dummy: str | None = None
+
+    def _dummy_hash(self) -> str:
+        if self._dummy is None:
+            self._dummy = hash_password(secrets.token_hex(16), self._params)
+        return self._dummy
 
     # -- audit ---------------------------------------------------------------------------------
 
@@ -523,7 +529,7 @@ class AuthService:
         now = self._clock()
         user = self._users.get(name)
         if user is None:
-            verify_password(password, self._dummy_hash)
+            verify_password(password, self._dummy_hash())
             self._audit(
                 "login_failed",
                 Origin(OriginKind.OPERATOR, name),
@@ -568,6 +574,7 @@ class AuthService:
             updated = replace(updated, password_hash=hash_password(password, self._params))
         if updated != self._users[name]:
             self._put(updated)
+        self._end_idle_sessions()
         session = Session(secrets.token_urlsafe(24), name, user.role, now)
         self._sessions[session.token] = session
         self._last_active[session.token] = now
@@ -581,6 +588,13 @@ class AuthService:
         self._last_active.pop(session.token, None)
         origin = Origin.operator(session.user, session.role)
         self._audit("logout", origin, f"{session.user} logged out")
+
+    def _end_idle_sessions(self) -> None:
+        # A session nobody uses again (closed window, lost client) is otherwise only ended when
+        # it is next used: without this, every such login would stay in memory for good.
+        idle = [s for s in self._sessions.values() if not self.is_active(s)]
+        for session in idle:
+            self._end(session, f"locked after {self.idle_timeout_s:g} s idle")
 
     def _end(self, session: Session, why: str) -> None:
         self._sessions.pop(session.token, None)

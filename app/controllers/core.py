@@ -1,11 +1,14 @@
 """ControlCore: builds the whole Qt-free control core from a site file; identical headless and in the UI.
 
 Threads (architecture.md §5): the PLC loop thread ``plc-io`` runs the driver *and* every controller
-(the control context); the agent worker ``agent-worker`` owns the ONNX sessions. ``start()`` starts
-both and connects; ``stop()`` follows the documented order:
+(the control context); the agent worker ``agent-worker`` owns the ONNX sessions; with ``[cloud]
+enabled`` the ``cloud`` loop thread of :class:`~app.controllers.cloud_link.CloudLink` carries registry
+sync, outbox delivery and the scoring fallback. ``start()`` starts them and connects; ``stop()``
+follows the documented order:
 
 refuse new commands → hand back to base control → stop both cadences → flush (close) the ledger →
-close the driver → stop the PLC loop → stop the agent worker → join the threads.
+close the driver → stop the PLC loop → stop the agent worker → stop the cloud link (polling, a
+bounded final drain, the outbox, the cloud loop) → join the threads.
 
 First start: the users file (``users.json`` in the data folder) is empty, so the core creates the
 first account, a **supervisor**, from ``$INTELWATT_USER`` / ``$INTELWATT_PASSWORD``; without them it
@@ -15,24 +18,30 @@ without an agent (ADVISORY shows no recommendations, AUTOMATIC is refused); it n
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import platformdirs
 
 from app.agent_runtime.fallback import CloudScorer, FallbackState
 from app.agent_runtime.host import PolicyHost
 from app.agent_runtime.keys import TrustStore
+from app.agent_runtime.manifest import Manifest, parse_manifest
 from app.concurrency import LoopThread
 from app.config import SiteConfig
 from app.controllers import alarm_points as ap
 from app.controllers.agent import AcceptanceStats, AgentController, AgentSettings
+from app.controllers.agent_site import agent_settings_from_site
+from app.controllers.alarm_commands import AlarmCommands, AlarmVerdict
 from app.controllers.alarms import AlarmManager
 from app.controllers.audit import AuditSink, AuditTrail
 from app.controllers.auth import (
@@ -49,7 +58,8 @@ from app.controllers.ledger import Ledger, LedgerError
 from app.controllers.messages import ModeVerdict
 from app.controllers.mode import ModeController
 from app.controllers.plant import PlantController, PlantSettings
-from app.controllers.safety import SafetyEnvelope
+from app.controllers.retrain import RetrainTrigger, retrain_trigger
+from app.controllers.safety import SafetyEnvelope, Verdict
 from app.controllers.snapshot import SnapshotService
 from app.controllers.trend_buffer import SEVEN_DAYS_AT_1_HZ, TrendBuffer
 from app.domain import (
@@ -62,13 +72,19 @@ from app.domain import (
     Recommendation,
     Setpoint,
     Slot,
+    TagId,
 )
 from app.drivers.base import PlcDriver
 from app.drivers.factory import driver_for_site
 from app.plant.catalog import AGENT_IN_CONTROL
 from app.plant.catalog import catalog as catalog_of
 
+if TYPE_CHECKING:  # the Azure SDK costs ~1 s of start-up: imported only when the cloud is on
+    from app.controllers.cloud_link import CloudLink, CloudLinkSettings
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 USER_ENV = "INTELWATT_USER"
 PASSWORD_ENV = "INTELWATT_PASSWORD"
@@ -128,6 +144,12 @@ class CoreStatus:
     acceptance: tuple[AcceptanceStats, ...]
     kpis: dict[str, float | int | None] = field(default_factory=dict)
     ledger_records: int = 0
+    cloud: ConnectionState | None = None
+    """Cloud storage (registry and outbox delivery); ``None`` while the cloud is off."""
+    endpoint: ConnectionState | None = None
+    """Cloud scoring endpoint; ``None`` without one."""
+    outbox_pending_records: int = 0
+    """Records in the cloud outbox not yet delivered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +162,12 @@ class CoreOptions:
         trust_store: Trusted keys instead of the site's ``agents.trust_store`` folder.
         trend_capacity: Rows of the trend buffers (default: 7 days at 1 Hz).
         scrypt: Password hash parameters (tests use cheap ones).
-        agent: Agent controller settings (rollback triggers, gates).
+        agent: Agent controller settings; default: the site's ``[agents.rollback]`` and
+            ``[agents.gates]`` over the controller defaults.
         plant: Plant controller timing (default from the site).
         cloud: Cloud scoring fallback.
         on_audit: Receives every audit event once on disk (the cloud outbox hook).
+        cloud_link: Timing and naming of the cloud link (used when the site enables the cloud).
         initial_user: ``(name, password)`` of the first supervisor (default from the environment).
     """
 
@@ -152,10 +176,11 @@ class CoreOptions:
     trust_store: TrustStore | None = None
     trend_capacity: int = SEVEN_DAYS_AT_1_HZ
     scrypt: ScryptParams | None = None
-    agent: AgentSettings = field(default_factory=AgentSettings)
+    agent: AgentSettings | None = None
     plant: PlantSettings | None = None
     cloud: CloudScorer | None = None
     on_audit: AuditSink | None = None
+    cloud_link: CloudLinkSettings | None = None
     initial_user: tuple[str, str] | None = None
 
 
@@ -201,6 +226,8 @@ class ControlCore:
         self.plant: PlantController | None = None
         self.mode: ModeController | None = None
         self.agent: AgentController | None = None
+        self.retrain: RetrainTrigger | None = None
+        self.cloud_link: CloudLink | None = None
         self._started = False
         self._stopped = False
         self._initial_done = False
@@ -277,6 +304,20 @@ class ControlCore:
         self.mode = ModeController(
             ctx, self.plant, self.auth, self.trail, self.bus, self.alarms, site.modes
         )
+        # Cloud link ([cloud]): registry sync, outbox, scoring fallback; never a prerequisite.
+        self.cloud_link = None
+        if site.cloud.enabled:
+            from app.controllers.cloud_link import build_cloud_link
+
+            self.cloud_link = build_cloud_link(
+                site,
+                data_dir=self.data_dir,
+                catalog=self.catalog,
+                trust=trust,
+                bus=self.bus,
+                settings=self.options.cloud_link,
+            )
+        cloud_scorer = self.options.cloud or (self.cloud_link.scorer if self.cloud_link else None)
         self.agent = AgentController(
             ctx,
             self.host,
@@ -289,12 +330,16 @@ class ControlCore:
             site.control,
             site.modes,
             site.limits,
-            self.options.agent,
-            cloud=self.options.cloud,
+            self.options.agent or agent_settings_from_site(site.agents),
+            cloud=cloud_scorer,
             cloud_deployment=site.cloud.scoring_deployment or "",
             cloud_budget_s=site.cloud.scoring_budget_s,
         )
         self.bus.subscribe(ConnectionChanged, self._on_connection)
+        if self.cloud_link is not None:
+            self.cloud_link.start(ctx, self.agent, self.alarms, self.trail)
+        # Continuous training ([retrain]): counts agent steps from the trail, runs retrain jobs.
+        self.retrain = retrain_trigger(site, self.data_dir, ctx, self.trail, self.bus, self.agent)
         self.trail.try_record(
             "core_start",
             Origin.system("core"),
@@ -352,9 +397,16 @@ class ControlCore:
                 self.loop.run(self._shutdown(plant, mode, agent), timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - shutdown continues whatever happens
                 log.error("orderly shutdown of the control context failed: %s", exc)
+        if self.retrain is not None:  # kills a running retrain job (audited)
+            try:
+                self._call(self.retrain.stop, timeout=timeout + 15.0)
+            except Exception as exc:  # noqa: BLE001 - shutdown continues whatever happens
+                log.error("stopping the retrain job failed: %s", exc)
         self.loop.stop(timeout)
         if self.host is not None:
             self.host.close(timeout)
+        if self.cloud_link is not None:  # last: the control context's final records are queued
+            self.cloud_link.stop(timeout)
         self._close_ledger()
         log.info("control core stopped")
 
@@ -403,6 +455,41 @@ class ControlCore:
         assert self.mode is not None, "start the core first"
         return self.mode.return_to_base_control(session)
 
+    def ack_alarm(
+        self, alarm_id: str, session: Session | None, note: str = ""
+    ) -> Future[AlarmVerdict]:
+        """Acknowledge an alarm with an optional note (operator or above; audited)."""
+        return self._alarm_command(lambda c: c.ack(alarm_id, session, note))
+
+    def shelve_alarm(
+        self, alarm_id: str, session: Session | None, duration_s: float, note: str
+    ) -> Future[AlarmVerdict]:
+        """Shelve an alarm for ``duration_s`` s; ``note`` is the required reason (operator)."""
+        return self._alarm_command(lambda c: c.shelve(alarm_id, session, duration_s, note))
+
+    def unshelve_alarm(self, alarm_id: str, session: Session | None) -> Future[AlarmVerdict]:
+        """End an alarm's shelve early (operator or above; audited)."""
+        return self._alarm_command(lambda c: c.unshelve(alarm_id, session))
+
+    def _alarm_command(self, fn: Callable[[AlarmCommands], AlarmVerdict]) -> Future[AlarmVerdict]:
+        # Runs in the control context like every other command: the alarm manager is not locked.
+        commands = AlarmCommands(self.alarms, self.auth, self.trail)
+        done: Future[AlarmVerdict] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(commands))
+            except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                done.set_exception(exc)
+
+        if self.loop.running and not self._stopped:
+            self.loop.call_soon(run)
+        elif self._stopped:
+            done.set_result(AlarmVerdict(False, "", "alarm", None, "the core is stopping"))
+        else:
+            run()
+        return done
+
     def _call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         if not self.loop.running:
             return fn()
@@ -416,6 +503,77 @@ class ControlCore:
 
         self.loop.call_soon(run)
         return done.result(timeout)
+
+    # Non-blocking variants for GUIs: the answer arrives in a future, the caller never waits.
+
+    def login_async(self, user: str, password: str) -> Future[Session]:
+        """Log in in the control context; the session (or ``AuthError``) arrives in the future."""
+        return self._in_context(lambda: self.auth.login(user, password), before_start=False)
+
+    def status_async(self) -> Future[CoreStatus]:
+        """:meth:`status` as a future (before the start and after the stop: resolved at once)."""
+        return self._in_context(self._status, before_start=True)
+
+    def check_setpoints(
+        self, values: Mapping[TagId, float], session: Session | None
+    ) -> Future[tuple[Verdict, ...]]:
+        """Dry-run ``values`` through the safety envelope; nothing is written or recorded.
+
+        Each value is judged as a write by ``session`` would be now (the Modify dialog's live
+        check). The future resolves to one verdict per value, in the order given.
+        """
+        pending = [Setpoint(tag, float(value)) for tag, value in values.items()]
+
+        def check() -> tuple[Verdict, ...]:
+            origin = (
+                Origin.operator(session.user, session.role)
+                if session is not None
+                else Origin.system("console")
+            )
+            snap = self.snapshot.snapshot()
+            return tuple(self.safety.check(sp, snap, origin, snap.taken_ts) for sp in pending)
+
+        return self._in_context(check, before_start=False)
+
+    def read_manifests(self, packages: Sequence[Path]) -> Future[dict[str, Manifest]]:
+        """Read the model cards (``manifest.json``) of package folders or zips in the background.
+
+        Runs neither on the caller's thread nor in the control context. The future resolves to the parsed manifest per sha256 of its bytes (the
+        ``AgentVersion.sha256`` of a loaded package); unreadable packages are left out (logged).
+        """
+        paths = tuple(packages)
+
+        def read() -> dict[str, Manifest]:
+            found: dict[str, Manifest] = {}
+            for path in paths:
+                data = _manifest_bytes(path)
+                if data is None:
+                    continue
+                try:
+                    found[hashlib.sha256(data).hexdigest()] = parse_manifest(data)
+                except ValueError as exc:
+                    log.warning("model card of %s unreadable: %s", path, exc)
+            return found
+
+        if self.loop.running:
+            return self.loop.submit(asyncio.to_thread(read))
+        done: Future[dict[str, Manifest]] = Future()
+        threading.Thread(target=_settle, args=(done, read), name="core-read", daemon=True).start()
+        return done
+
+    def _in_context(self, fn: Callable[[], T], *, before_start: bool) -> Future[T]:
+        done: Future[T] = Future()
+        if not self.loop.running:
+            if before_start:
+                _settle(done, fn)
+            else:
+                done.set_exception(CoreError("the control core is not running"))
+            return done
+        try:
+            self.loop.call_soon(_settle, done, fn)
+        except RuntimeError as exc:  # the loop closed between the check and the call
+            done.set_exception(CoreError(f"the control core is not running: {exc}"))
+        return done
 
     # --- status ---------------------------------------------------------------------------------
 
@@ -476,7 +634,34 @@ class ControlCore:
             acceptance=agent.acceptance() if agent is not None else (),
             kpis=kpis,
             ledger_records=self.trail.records,
+            cloud=self.cloud_link.cloud_state if self.cloud_link else None,
+            endpoint=self.cloud_link.endpoint_state if self.cloud_link else None,
+            outbox_pending_records=(
+                self.cloud_link.outbox.pending_records if self.cloud_link else 0
+            ),
         )
+
+
+def _settle(done: Future[T], fn: Callable[[], T]) -> None:
+    """Run ``fn`` and put its result or exception into ``done``."""
+    if not done.set_running_or_notify_cancel():
+        return
+    try:
+        done.set_result(fn())
+    except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+        done.set_exception(exc)
+
+
+def _manifest_bytes(path: Path) -> bytes | None:
+    """``manifest.json`` of a package folder or zip, or ``None`` if it cannot be read."""
+    try:
+        if path.is_dir():
+            return (path / "manifest.json").read_bytes()
+        with zipfile.ZipFile(path) as archive:
+            return archive.read("manifest.json")
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        log.warning("model card of %s unreadable: %s", path, exc)
+        return None
 
 
 __all__ = [

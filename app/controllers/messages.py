@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from app.agent_runtime.fallback import FallbackState
+from app.agent_runtime.host import InferenceResult
+from app.agent_runtime.shadow import GateCheck, GateReport
 from app.controllers.safety import Layer, Verdict
 from app.domain import (
     AgentVersion,
@@ -216,6 +218,94 @@ class AgentSwapped:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowStepped:
+    """One step of the shadow duel: both agents' answers on the same observation, and the gates.
+
+    Attributes:
+        step: Inference job number on the agent worker.
+        step_at: When the step's result reached the control context, UTC.
+        active: The active agent (incumbent).
+        candidate: The candidate in shadow.
+        active_action: The active agent's raw action per setpoint.
+        candidate_action: The candidate's action per setpoint (``None``: it failed this step).
+        divergence: Per setpoint, |candidate - active| divided by the setpoint's range.
+        divergence_max: The largest of ``divergence`` (0 when the candidate failed).
+        active_uncertainty: The active agent's ensemble spread, if any.
+        candidate_uncertainty: The candidate's ensemble spread, if any.
+        candidate_error: Why the candidate failed, or ``None``.
+        shadow_steps: Steps in the duel so far (from the gate report).
+        gates_passed: Whether every promotion gate passes now (``None``: no report).
+        gates: Every gate check of the report made after this step.
+    """
+
+    step: int
+    step_at: datetime
+    active: AgentVersion
+    candidate: AgentVersion
+    active_action: dict[str, float]
+    candidate_action: dict[str, float] | None
+    divergence: dict[str, float]
+    divergence_max: float
+    active_uncertainty: float | None
+    candidate_uncertainty: float | None
+    candidate_error: str | None
+    shadow_steps: int
+    gates_passed: bool | None
+    gates: tuple[GateCheck, ...] = ()
+    at: datetime = field(default_factory=utc_now)
+
+    @classmethod
+    def of(
+        cls,
+        result: InferenceResult,
+        step_at: datetime,
+        spans: dict[str, float],
+        report: GateReport | None,
+    ) -> ShadowStepped:
+        """The event for ``result`` (which must carry a candidate outcome).
+
+        Args:
+            result: The inference job with both agents' outcomes.
+            step_at: When the step's result was handled.
+            spans: Range (high - low) per setpoint, normalising the divergence.
+            report: The gate report made after this step (``None`` if it failed).
+
+        Raises:
+            ValueError: ``result`` has no candidate outcome, or a span is not positive.
+        """
+        c = result.candidate
+        if c is None:
+            raise ValueError(f"inference job {result.seq} has no candidate outcome")
+        a_action = dict(result.active.action or {})
+        c_action = None if c.action is None else dict(c.action)
+        divergence: dict[str, float] = {}
+        if c_action is not None:
+            for tag in sorted(a_action.keys() & c_action.keys()):
+                span = spans.get(tag)
+                if span is None:
+                    continue
+                if not span > 0:
+                    raise ValueError(f"range of setpoint {tag!r} must be positive, got {span}")
+                divergence[tag] = abs(c_action[tag] - a_action[tag]) / span
+        return cls(
+            step=result.seq,
+            step_at=step_at,
+            active=result.active.version,
+            candidate=c.version,
+            active_action=a_action,
+            candidate_action=c_action,
+            divergence=divergence,
+            divergence_max=max(divergence.values(), default=0.0),
+            active_uncertainty=result.active.uncertainty,
+            candidate_uncertainty=c.uncertainty,
+            candidate_error=c.error,
+            shadow_steps=report.stats.steps if report is not None else 0,
+            gates_passed=report.passed if report is not None else None,
+            gates=report.checks if report is not None else (),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RollbackTriggered:
     """An automatic rollback trigger fired on a newly promoted agent (or a supervisor forced one)."""
 
@@ -235,6 +325,34 @@ class AlarmChanged:
     new_state: str
     active: bool
     note: str
+    at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StepTransition:
+    """One agent step as a training record, published once its ledger record is on disk.
+
+    Attributes:
+        outcome: The step's outcome (``recommended``, ``auto_apply``, ``hold``, ``abstained``...).
+        observation: Value of every agent input tag in the step's snapshot.
+        quality: Quality of each of those inputs (``good``, ``stale``...).
+        actions: Proposed action by slot (``active``, ``candidate``, ``previous``; ``cloud`` for
+            the endpoint's answer).
+        applied: Setpoints in force after the step: the PLC readback, overlaid with the proposal
+            when the step writes it (``auto_apply``).
+        kpis: Step KPIs that could be measured (``sec_kwh_m3``).
+        agent: Agent in charge of the step, if any.
+        cloud_sourced: The step acted on the cloud endpoint's answer.
+    """
+
+    outcome: str
+    observation: dict[TagId, float]
+    quality: dict[TagId, str]
+    actions: dict[str, dict[TagId, float]]
+    applied: dict[TagId, float]
+    kpis: dict[str, float]
+    agent: AgentVersion | None
+    cloud_sourced: bool = False
     at: datetime = field(default_factory=utc_now)
 
 
@@ -311,7 +429,9 @@ __all__ = [
     "RecommendationReady",
     "RecommendationUpdated",
     "RollbackTriggered",
+    "ShadowStepped",
     "StepSkipped",
+    "StepTransition",
     "SupervisionChanged",
     "SwapVerdict",
     "WriteCompleted",

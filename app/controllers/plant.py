@@ -50,10 +50,12 @@ from app.domain import (
     ConnectionChanged,
     ConnectionState,
     Origin,
+    Quality,
     Sample,
     Setpoint,
     Snapshot,
     TagId,
+    utc_now,
 )
 from app.drivers.base import (
     AuthFailedError,
@@ -63,6 +65,7 @@ from app.drivers.base import (
     SubscriptionHandle,
     TagWriteResult,
     WriteResult,
+    WriteStatus,
 )
 from app.plant.catalog import (
     AGENT_IN_CONTROL,
@@ -622,6 +625,13 @@ class PlantController:
             job.current[r.tag] = r.requested
             if first:
                 self.safety.record_write(Setpoint(r.tag, r.requested), now)
+        # The subscription lags the PLC by its publishing interval; until it catches up the
+        # envelope would measure the next move from the value before this write.
+        self.snapshot.update_many(
+            Sample(r.tag, r.readback, Quality.GOOD, utc_now(), now)
+            for r in result.results
+            if r.status is WriteStatus.CONFIRMED and math.isfinite(r.readback)
+        )
         if job.reached():
             self._finish(job, WriteOutcomeKind.CONFIRMED, "")
 

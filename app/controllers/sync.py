@@ -244,6 +244,8 @@ class CloudSync:
         kpis: Mapping[str, float] | None = None,
         agent: AgentVersion | None = None,
         cloud_sourced: bool = False,
+        quality: Mapping[str, str] | None = None,
+        outcome: str | None = None,
         at: datetime | None = None,
     ) -> EnqueueResult:
         """Record one control step (the training data of ``intelwatt retrain``).
@@ -256,6 +258,9 @@ class CloudSync:
             kpis: KPIs of the step (SEC, recovery, ...).
             agent: Agent in charge.
             cloud_sourced: True if the applied action came from the cloud endpoint.
+            quality: Quality of each observed tag (``good``, ``stale``...); the training job
+                drops records with a tag that is not ``good``.
+            outcome: What the step did (``recommended``, ``auto_apply``, ``hold``...).
             at: Time of the step (default: now).
         """
         when = at or utc_now()
@@ -268,6 +273,10 @@ class CloudSync:
             "agent": agent,
             "cloud_sourced": cloud_sourced,
         }
+        if quality is not None:
+            payload["quality"] = dict(quality)
+        if outcome is not None:
+            payload["outcome"] = outcome
         return self._enqueue(RecordKind.TRANSITION, payload, when)
 
     def enqueue_decision(self, decision: Decision) -> EnqueueResult:

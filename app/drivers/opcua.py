@@ -108,6 +108,9 @@ _INTEGER_VARIANTS = frozenset(
     }
 )
 _TRANSPORT_ERRORS = (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, UaError)
+RENEW_RETRY_FIRST_S = 0.5
+"""First wait before retrying a failed subscription renewal (doubles up to the max)."""
+RENEW_RETRY_MAX_S = 10.0
 
 
 CERT_EXPIRY_WARNING_DAYS = 30.0
@@ -426,6 +429,8 @@ class OpcUaDriver:
                     return
                 if new is UaClientState.CONNECTED:
                     self._state.set(ConnectionState.CONNECTED, "reconnected")
+                    if self._renewing is not None:  # one renewal at a time, for the newest link
+                        self._renewing.cancel()
                     self._renewing = asyncio.get_running_loop().create_task(
                         self._renew_subscriptions(), name=f"{self._name}-renew"
                     )
@@ -561,7 +566,13 @@ class OpcUaDriver:
             self.connection.publishing_interval_ms, queue_maxsize=10_000
         )
         requests = [self._monitor_request(self._nodes[t], i + 1) for i, t in enumerate(tags)]
-        results = await sub.create_monitored_items(requests)
+        try:
+            results = await sub.create_monitored_items(requests)
+        except BaseException:
+            # A half-made subscription would keep publishing to nobody.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.delete(), self.connection.timeout_s)
+            raise
         handle.subscription = sub
         now = time.monotonic()
         for tag, result in zip(tags, results, strict=True):
@@ -593,12 +604,32 @@ class OpcUaDriver:
             if old is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(old.delete(), self.connection.timeout_s)
+            await self._reopen(handle)
+
+    async def _reopen(self, handle: _OpcUaSubscription) -> None:
+        """Open ``handle`` again, retrying with backoff while connected.
+
+        A renewal can time out on a loaded machine while the connection itself stays up; giving
+        up then left the driver CONNECTED with every input COMM_FAILURE until the next reconnect,
+        which may never come (found by the nightly 100-restart run).
+        """
+        delay = RENEW_RETRY_FIRST_S
+        while True:
+            client = self._usable_client()
+            if client is None or self._closing:
+                return  # the next reconnect renews again; the inputs stay COMM_FAILURE until then
             try:
                 await self._open(handle, client)
-            except (*_TRANSPORT_ERRORS, UaStatusCodeError) as exc:
-                # The next reconnect renews again; until then the inputs stay COMM_FAILURE.
-                log.warning("%s: renewing a subscription failed: %s", self._name, exc)
                 return
+            except (*_TRANSPORT_ERRORS, UaStatusCodeError) as exc:
+                log.warning(
+                    "%s: renewing a subscription failed (%r); retrying in %.1f s",
+                    self._name,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RENEW_RETRY_MAX_S)
 
     def _monitor_request(
         self, node: ua.NodeId, client_handle: int

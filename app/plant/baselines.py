@@ -4,11 +4,13 @@
 |---|---|
 | ``fixed_pi`` | The PLC's base control (``app.plant.base_control``): how most plants run |
 | ``rule_based`` | Base control plus operator cleaning rules on normalised KPIs (``app.kpi``) |
-| ``optimal_hourly`` | Hourly steady-state re-optimisation of setpoints on a twin of the model |
+| ``optimal_hourly`` | Hourly re-optimised setpoints on a twin of the model: steady-state grid |
+| | search with calibrated A/B (RO), closed-loop look-ahead on a model copy (UF, HSBRO) |
 | ``random`` | Random setpoint moves within the agent move limits: a sanity floor |
 | ``hold`` | Keeps the setpoints it finds and never cleans: do nothing |
 | ``switch_rule`` | HSBRO only: the published pressure-cap phase-switch rule with fixed flows (the |
-| | HSBRO base control is exactly this rule, so it equals ``fixed_pi`` there) |
+| | HSBRO base control is exactly this rule, so it equals ``fixed_pi`` there); HSBRO's |
+| | ``rule_based`` adds pressure-scheduled supply flow and a recirculation ratio |
 
 ``make_baseline(name, process)`` builds one; unknown names raise ``BaselineError`` listing the
 known ones. Policies that need the plant model (``optimal_hourly``) expose ``bind(model)``, which
@@ -117,14 +119,13 @@ Factory = Callable[[ProcessCatalog], Policy]
 
 def _registry() -> dict[str, dict[str, Factory]]:
     # Imported here: the process-specific modules import this one's helpers.
-    from app.plant import baselines_ro, baselines_uf
-    from app.plant.base_control import HsbroBaseControl
+    from app.plant import baselines_hsbro, baselines_ro, baselines_uf
 
     common: dict[str, Factory] = {"random": RandomPolicy, "hold": HoldPolicy}
-    hsbro: dict[str, Factory] = {"fixed_pi": HsbroBaseControl, "switch_rule": HsbroBaseControl}
+    # A new process (``md``) adds its module's FACTORIES here; the rest is generic.
     return {
         "ro": {**baselines_ro.FACTORIES, **common},
-        "hsbro": {**hsbro, **common},
+        "hsbro": {**baselines_hsbro.FACTORIES, **common},
         "uf": {**baselines_uf.FACTORIES, **common},
     }
 

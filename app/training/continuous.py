@@ -18,7 +18,11 @@ read **weights only** (``load_from_zip_file(load_data=False)``, ``torch.load(wei
 library-notes §5.2), and ``vecnormalize.json`` the observation statistics. Fine-tuning the same
 network keeps the incumbent's behaviour as the starting point exactly; distilling the ONNX graph
 into a fresh network would start from an approximation, and the per-step action limits inside the
-graph make the inversion lossy where they bind.
+graph make the inversion lossy where they bind. A package folder as ``--base`` (the shipped agent,
+ONNX only) is warm-started from its ``policy.onnx`` instead: the actor's initialisers carry the SB3
+parameter names, the ``mean``/``std`` initialisers the observation statistics; the SB3 policy must
+match the graph on the parity observations before training, and its critic starts fresh
+(``--critic-warmup``).
 
 Output folder ``DIR``: ``promotion-report.md`` and ``.json`` and ``calibration.json`` always;
 ``package/`` (the signed candidate, parent version = base), ``checkpoints/``,
@@ -27,6 +31,11 @@ for the next retrain.
 
 Exit codes: 0 candidate written (and pushed if asked), 3 rejected by the gates (report written),
 2 bad input or data (one line naming the culprit), 1 storage/registry failure while pushing.
+
+Progress: besides the readable lines, the log stream (stderr) gets one machine-readable line per
+stage and every tenth of the fine-tuning, ``PROGRESS stage=<stage> fraction=<0..1> msg=<text>``
+(:data:`STAGES`; ``fraction`` is of the whole job; ``msg`` runs to the end of the line). The
+console's retrain trigger (``app.controllers.retrain``) parses them into progress events.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +70,22 @@ TRUST_DIR = REPO_ROOT / "resources" / "trust"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
 REPORT_MD = "promotion-report.md"
 REPORT_JSON = "promotion-report.json"
+STAGES = {
+    "data": 0.0,
+    "calibrate": 0.05,
+    "finetune": 0.15,
+    "gates": 0.80,
+    "package": 0.95,
+    "done": 1.0,
+}
+"""Stage → job fraction at its start (fine-tuning reports its own steps in between)."""
+PROGRESS_PREFIX = "PROGRESS "
+
+
+def progress_line(stage: str, fraction: float, message: str) -> str:
+    """The machine-readable progress line (no newline); ``message`` is flattened to one line."""
+    flat = " ".join(message.split())
+    return f"{PROGRESS_PREFIX}stage={stage} fraction={min(max(fraction, 0.0), 1.0):.3f} msg={flat}"
 
 
 class RetrainError(ValueError):
@@ -80,6 +105,8 @@ class RetrainConfig:
         steps: Fine-tuning environment steps.
         n_envs: Plants stepped together in fine-tuning.
         replay_fraction: Share of those plants on the nominal simulator (the replay).
+        critic_warmup: Share of the PPO steps that fit only the critic (actor frozen) first; 1:
+            the actor stays the incumbent's (only the observation statistics follow the twin).
         seed: Seed of fine-tuning and of the gate episodes.
         since: Start of the data window.
         until: End of the data window.
@@ -105,6 +132,7 @@ class RetrainConfig:
     steps: int = 20_000
     n_envs: int = 8
     replay_fraction: float = 0.5
+    critic_warmup: float = 0.0
     seed: int = 0
     since: datetime | None = None
     until: datetime | None = None
@@ -145,14 +173,18 @@ class RetrainOutcome:
 @dataclass(slots=True)
 class _Base:
     package: Path
-    checkpoint: Path
-    stats: Path
+    checkpoint: Path | None
+    """``None``: a package-only base, warm-started from its ``policy.onnx``."""
+    stats: Path | None
     algo: str
 
 
 def _base_folder(base: Path) -> _Base:
     if not base.is_dir():
         raise RetrainError(f"--base {base}: not a folder")
+    if (base / "manifest.json").is_file():
+        # A package (the shipped agent): ONNX only, warm-started from its policy graph.
+        return _Base(base, None, None, "ppo")
     package = base / PACKAGE_DIR
     if not (package / "manifest.json").is_file():
         raise RetrainError(
@@ -194,6 +226,8 @@ def check(cfg: RetrainConfig) -> _Base:
         raise RetrainError(f"--steps must be at least 1, got {cfg.steps}")
     if cfg.n_envs < 2:
         raise RetrainError(f"--n-envs must be at least 2 (twin and replay), got {cfg.n_envs}")
+    if not 0.0 <= cfg.critic_warmup <= 1.0:
+        raise RetrainError(f"--critic-warmup must be in [0, 1], got {cfg.critic_warmup}")
     if not 0.0 <= cfg.replay_fraction < 1.0:
         raise RetrainError(f"--replay-fraction must be in [0, 1), got {cfg.replay_fraction}")
     if cfg.gate_days is not None and not cfg.gate_days > 0:
@@ -222,6 +256,10 @@ def retrain(cfg: RetrainConfig, log: TextIO | None = None) -> RetrainOutcome:
         out.write(f"intelwatt retrain: {text}\n")
         out.flush()
 
+    def stage(name: str, text: str, fraction: float | None = None) -> None:
+        out.write(progress_line(name, STAGES[name] if fraction is None else fraction, text) + "\n")
+        out.flush()
+
     from app.agent_runtime.keys import TrustStore, load_private_key
     from app.training.agent_policy import PackagePolicy
 
@@ -234,6 +272,7 @@ def retrain(cfg: RetrainConfig, log: TextIO | None = None) -> RetrainOutcome:
     cfg.out.mkdir(parents=True, exist_ok=True)
 
     say(f"1/5 data: {cfg.data}")
+    stage("data", f"loading {cfg.data}")
     logged = load_transitions(cfg.data, cfg.process, since=cfg.since, until=cfg.until)
     ranges = {
         s.tag: (lo, hi)
@@ -252,6 +291,7 @@ def retrain(cfg: RetrainConfig, log: TextIO | None = None) -> RetrainOutcome:
     )
 
     say("2/5 calibrating the twin")
+    stage("calibrate", f"calibrating the twin on {quality.counts['ok']} usable records")
     cal = calibrate_ro(logged, quality.good, time_scale=cfg.time_scale)
     (cfg.out / "calibration.json").write_text(
         json.dumps(cal.to_json(), indent=1) + "\n", encoding="utf-8"
@@ -262,12 +302,24 @@ def retrain(cfg: RetrainConfig, log: TextIO | None = None) -> RetrainOutcome:
             f"(default {cal.defaults[name]:.4g})"
         )
 
-    say(f"3/5 fine-tuning {fields.version} for {cfg.steps:,} steps ({base.checkpoint.name})")
-    tuned = _finetune(cfg, base, cal.simulator_params())
+    origin = base.checkpoint.name if base.checkpoint else "warm start from policy.onnx"
+    say(f"3/5 fine-tuning {fields.version} for {cfg.steps:,} steps ({origin})")
+    stage("finetune", f"fine-tuning {fields.version} for {cfg.steps} steps")
+    lo, hi = STAGES["finetune"], STAGES["gates"]
+    tuned = _finetune(
+        cfg,
+        base,
+        cal.simulator_params(),
+        lambda done: stage(
+            "finetune", f"{done:.0%} of {cfg.steps} steps", lo + (hi - lo) * min(done, 1.0)
+        ),
+        tuple(fields.observation_tags),
+    )
     policy_bytes, new_fields = _export(cfg, tuned, fields, cal, quality)
     say(f"    {tuned.seconds:.0f} s, ONNX parity |Δa| ≤ {tuned.parity['max_abs_action']:.1e}")
 
     say(f"4/5 gates on the regression suite ({cfg.gate_days or 'full'} days per scenario)")
+    stage("gates", "regression suite, candidate vs incumbent")
     from app.agent_runtime.ensemble import EnsemblePolicy
     from app.training.gates import run_gates
 
@@ -293,9 +345,12 @@ def retrain(cfg: RetrainConfig, log: TextIO | None = None) -> RetrainOutcome:
     (cfg.out / REPORT_MD).write_text(markdown, encoding="utf-8")
     if not gates.passed:
         say(f"REJECTED: {new_fields.version} not written; see {cfg.out / REPORT_MD}")
+        failed = "; ".join(c.name for c in gates.checks if not c.passed)
+        stage("done", f"rejected by the gates: {failed}")
         return RetrainOutcome(False, None, report, cal, gates)
 
     say("5/5 signing and writing the candidate")
+    stage("package", f"signing {new_fields.version}")
     from app.agent_runtime.package import verify_package, write_package
 
     final_fields = new_fields.model_copy(
@@ -315,6 +370,7 @@ def retrain(cfg: RetrainConfig, log: TextIO | None = None) -> RetrainOutcome:
     verify_package(package, store)
     _save_for_next(cfg, tuned, new_fields.version)
     say(f"candidate {new_fields.version} (parent {fields.version}) in {package}")
+    stage("done", f"candidate {new_fields.version}")
     return RetrainOutcome(True, package, report, cal, gates)
 
 
@@ -329,8 +385,18 @@ class _Tuned:
     parity: dict[str, Any]
 
 
-def _finetune(cfg: RetrainConfig, base: _Base, twin: Mapping[str, float]) -> _Tuned:
-    """Continue the base weights on the twin plus the nominal replay (SB3 imported here only)."""
+def _finetune(
+    cfg: RetrainConfig,
+    base: _Base,
+    twin: Mapping[str, float],
+    report: Callable[[float], None] | None = None,
+    tags: tuple[str, ...] = (),
+) -> _Tuned:
+    """Continue the base weights on the twin plus the nominal replay (SB3 imported here only).
+
+    ``report`` receives the done share of the steps about every tenth.
+    """
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
     from stable_baselines3.common.save_util import load_from_zip_file
 
     from app.training import sb3
@@ -341,23 +407,63 @@ def _finetune(cfg: RetrainConfig, base: _Base, twin: Mapping[str, float]) -> _Tu
     recipe = recipe_for(cfg.process)
     kwargs = sb3.algo_kwargs(recipe, base.algo, cfg.n_envs)
     env = _finetune_env(cfg, recipe, twin, float(kwargs["gamma"]))
-    stats = NormStats.from_json(base.stats.read_text("utf-8"))
+    graph = None
+    if base.stats is not None:
+        stats = NormStats.from_json(base.stats.read_text("utf-8"))
+    else:
+        graph = _onnx_actor(base.package / "policy.onnx", env)
+        stats = graph.stats
     if len(stats.mean) != env.observation_space.shape[0]:
-        raise RetrainError(f"--base {cfg.base}: vecnormalize.json does not fit the observation")
+        raise RetrainError(f"--base {cfg.base}: observation statistics do not fit the observation")
     env.obs_rms.mean = np.asarray(stats.mean, dtype=np.float64)
     env.obs_rms.var = np.asarray(stats.var, dtype=np.float64)
     env.obs_rms.count = stats.count
     cls = sb3.ALGORITHMS[base.algo]
     model = cls("MlpPolicy", env, seed=cfg.seed, verbose=0, device="cpu", **kwargs)
-    # Weights only: the zip's pickled ``data`` is never read (library-notes §5.2).
-    _, params, _ = load_from_zip_file(base.checkpoint, load_data=False, device="cpu")
-    if params is None or "policy" not in params:
-        raise RetrainError(f"{base.checkpoint}: no policy weights")
-    weights: Any = params["policy"]
-    model.policy.load_state_dict(weights)
+    if graph is not None:
+        _load_onnx_actor(cfg, model, graph, tags)
+    else:
+        assert base.checkpoint is not None
+        # Weights only: the zip's pickled ``data`` is never read (library-notes §5.2).
+        _, params, _ = load_from_zip_file(base.checkpoint, load_data=False, device="cpu")
+        if params is None or "policy" not in params:
+            raise RetrainError(f"{base.checkpoint}: no policy weights")
+        weights: Any = params["policy"]
+        model.policy.load_state_dict(weights)
     ranges = sb3.ObservationRange(env)
+
+    class _Progress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = 0.1
+
+        def _on_step(self) -> bool:
+            done = self.num_timesteps / cfg.steps
+            if report is not None and done >= self.next:
+                report(done)
+                self.next = (int(done * 10) + 1) / 10
+            return True
+
+    callbacks = CallbackList([ranges, _Progress()])
     started = time.perf_counter()
-    model.learn(total_timesteps=cfg.steps, callback=ranges, progress_bar=False)
+    warm = int(cfg.critic_warmup * cfg.steps) if base.algo == "ppo" else 0
+    if warm > 0:
+        # The reward normaliser starts afresh (its statistics are not saved), so the loaded critic
+        # is off scale: its advantages would push the actor at random. Fit the critic first with
+        # the actor frozen; the policy then starts from the incumbent exactly.
+        actor = _actor_parameters(model.policy)
+        for prm in actor:
+            prm.requires_grad_(False)
+        model.learn(total_timesteps=warm, callback=callbacks, progress_bar=False)
+        for prm in actor:
+            prm.requires_grad_(True)
+    if cfg.steps - warm > 0:
+        model.learn(
+            total_timesteps=cfg.steps - warm,
+            callback=callbacks,
+            progress_bar=False,
+            reset_num_timesteps=warm == 0,
+        )
     seconds = time.perf_counter() - started
     env.training = False
     box = env.observation_space
@@ -372,6 +478,109 @@ def _finetune(cfg: RetrainConfig, base: _Base, twin: Mapping[str, float]) -> _Tu
         seconds=seconds,
         parity={},
     )
+
+
+ONNX_LOG_STD = -1.0
+"""Initial log std of a policy warm-started from ONNX (the graph is deterministic) [judgement]."""
+
+
+@dataclass(slots=True)
+class _OnnxActor:
+    path: Path
+    stats: Any
+    weights: dict[str, np.ndarray]
+    graph: bytes
+
+
+def _onnx_actor(path: Path, env: Any) -> _OnnxActor:
+    """The actor weights and observation statistics inside an exported ``policy.onnx``.
+
+    The TorchScript export keeps the SB3 parameter names (``policy.mlp_extractor.policy_net.*``,
+    ``policy.action_net.*``) and stores the normalisation as the ``mean`` / ``std`` initialisers.
+    Read with ``onnx.numpy_helper``: no pickle anywhere.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from app.training.export import NormStats
+
+    raw = path.read_bytes()
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(raw).graph.initializer}
+    prefix = "policy."
+    weights = {
+        k.removeprefix(prefix): np.array(v, dtype=np.float32, copy=True)
+        for k, v in inits.items()
+        if k.startswith(prefix + "mlp_extractor.policy_net.")
+        or k.startswith(prefix + "action_net.")
+    }
+    if not weights or "mean" not in inits or "std" not in inits:
+        raise RetrainError(
+            f"{path}: not an intelwatt policy graph (actor or normalisation missing)"
+        )
+    eps = float(env.epsilon)
+    std = np.asarray(inits["std"], dtype=np.float64)
+    stats = NormStats(
+        mean=tuple(float(x) for x in np.asarray(inits["mean"], dtype=np.float64)),
+        var=tuple(float(x) for x in np.maximum(std**2 - eps, 0.0)),
+        clip_obs=float(env.clip_obs),
+        epsilon=eps,
+        count=1e6,
+    )
+    return _OnnxActor(path, stats, weights, raw)
+
+
+def _load_onnx_actor(
+    cfg: RetrainConfig, model: Any, actor: _OnnxActor, tags: tuple[str, ...]
+) -> None:
+    """Load the graph's actor into ``model`` and prove it acts like the graph (critic stays new).
+
+    Raises:
+        RetrainError: Shapes differ from the recipe's network, or the ONNX parity check fails.
+    """
+    import torch as th
+
+    from app.plant.actions import ActionSpec
+    from app.training.export import GraphSpec, parity, random_observations
+
+    state = model.policy.state_dict()
+    for name, value in actor.weights.items():
+        if name not in state or tuple(state[name].shape) != value.shape:
+            raise RetrainError(
+                f"{actor.path}: {name} {value.shape} does not fit the recipe's network"
+            )
+        state[name] = th.as_tensor(value)
+    model.policy.load_state_dict(state)
+    with th.no_grad():
+        model.policy.log_std.fill_(ONNX_LOG_STD)
+    cat = CATALOGS[cfg.process]
+    box = model.observation_space
+    spec = GraphSpec.from_env(
+        tags,
+        box.low,
+        box.high,
+        hold_tags(cfg.process),
+        ActionSpec.from_catalog(cat, cat.agent_period_s),
+    )
+    rep = parity(
+        model,
+        actor.graph,
+        actor.stats,
+        spec,
+        random_observations(spec, PARITY_SAMPLES, np.random.default_rng(cfg.seed)),
+    )
+    if rep.max_abs_action > PARITY_ATOL or rep.command_mismatches:
+        raise RetrainError(
+            f"{actor.path}: the warm-started SB3 policy differs from the graph "
+            f"(|Δa| {rep.max_abs_action:.2e}, {rep.command_mismatches} command mismatches)"
+        )
+
+
+def _actor_parameters(policy: Any) -> list[Any]:
+    """The PPO actor's parameters: its MLP branch, action head and log std."""
+    params = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
+    if getattr(policy, "log_std", None) is not None:
+        params.append(policy.log_std)
+    return params
 
 
 def _finetune_env(cfg: RetrainConfig, recipe: Any, twin: Mapping[str, float], gamma: float) -> Any:
@@ -604,6 +813,12 @@ def add_retrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--replay-fraction", type=float, default=0.5, help="share of nominal plants (default 0.5)"
     )
+    p.add_argument(
+        "--critic-warmup",
+        type=float,
+        default=0.0,
+        help="share of PPO steps fitting only the critic first (default 0)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--since", type=datetime.fromisoformat, help="window start (ISO 8601)")
     p.add_argument("--until", type=datetime.fromisoformat, help="window end (ISO 8601)")
@@ -637,6 +852,7 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         steps=int(opt("steps", 20_000)),
         n_envs=int(opt("n_envs", 8)),
         replay_fraction=float(opt("replay_fraction", 0.5)),
+        critic_warmup=float(opt("critic_warmup", 0.0)),
         seed=int(opt("seed", 0)),
         since=opt("since"),
         until=opt("until"),

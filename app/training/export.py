@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.plant.actions import ActionSpec, decode_action
+from app.training.residual import BaseRule, rule_action, torch_rule_action
 
 if TYPE_CHECKING:
     import torch
@@ -123,6 +124,9 @@ class GraphSpec:
         readback_index: Observation column of each setpoint's readback, in action order.
         hold_index: Observation columns whose value > 0.5 interlocks the plant (``*_active``).
         action: The action spec (moves, PLC limits, per-step limits, commands).
+        residual: The base rule of a residual policy (``None``: the policy's action is the
+            environment's action); its inputs are observation columns ``rule_index``.
+        rule_index: Observation column of each of the rule's input tags (``rule.inputs``).
     """
 
     obs_low: tuple[float, ...]
@@ -130,6 +134,8 @@ class GraphSpec:
     readback_index: tuple[int, ...]
     hold_index: tuple[int, ...]
     action: ActionSpec
+    residual: BaseRule | None = None
+    rule_index: tuple[int, ...] = ()
 
     @classmethod
     def from_env(
@@ -139,14 +145,16 @@ class GraphSpec:
         obs_high: npt.ArrayLike,
         hold_tags: tuple[str, ...],
         action: ActionSpec,
+        residual: BaseRule | None = None,
     ) -> GraphSpec:
         """Build the spec from an environment's observation tags, bounds and action spec.
 
         Raises:
-            ValueError: A setpoint readback or hold tag is not among the observations.
+            ValueError: A setpoint readback, hold tag or rule input is not among the observations.
         """
         index = {name: i for i, name in enumerate(obs_tags)}
-        missing = [n for n in (*action.setpoints, *hold_tags) if n not in index]
+        rule_tags = residual.inputs if residual is not None else ()
+        missing = [n for n in (*action.setpoints, *hold_tags, *rule_tags) if n not in index]
         if missing:
             raise ValueError(f"the observation lacks {missing}; the graph needs them")
         return cls(
@@ -155,13 +163,22 @@ class GraphSpec:
             readback_index=tuple(index[n] for n in action.setpoints),
             hold_index=tuple(index[n] for n in hold_tags),
             action=action,
+            residual=residual,
+            rule_index=tuple(index[n] for n in rule_tags),
         )
+
+    def env_action(self, clipped_obs: npt.ArrayLike, action: npt.ArrayLike) -> F64:
+        """The environment's normalised action for a policy output (through the rule if any)."""
+        a = np.clip(np.atleast_2d(np.asarray(action, dtype=np.float64)), -1.0, 1.0)
+        if self.residual is None:
+            return a
+        return rule_action(self.residual, clipped_obs, self.rule_index, self.action, a)
 
     def decode(self, obs: npt.ArrayLike, action: npt.ArrayLike) -> F64:
         """The numpy reference of graph steps 1 and 5: absolute setpoints then commands."""
         x = np.atleast_2d(np.asarray(obs, dtype=np.float64))
         x = np.clip(x, self.obs_low, self.obs_high)
-        a = np.clip(np.atleast_2d(np.asarray(action, dtype=np.float64)), -1.0, 1.0)
+        a = self.env_action(x, action)
         cur = x[:, list(self.readback_index)]
         hold = (x[:, list(self.hold_index)] > 0.5).any(axis=1) if self.hold_index else None
         dec = decode_action(a, cur, self.action, hold=hold)
@@ -226,6 +243,8 @@ def export_module(policy: Any, stats: NormStats, spec: GraphSpec) -> torch.nn.Mo
             x = th.minimum(th.maximum(obs, self.obs_low), self.obs_high)
             z = th.clamp((x - self.mean) / self.std, -self.clip_obs, self.clip_obs)
             a = th.clamp(_deterministic_action(self.policy, z), -1.0, 1.0)
+            if spec.residual is not None:
+                a = torch_rule_action(spec.residual, x, spec.rule_index, spec.action, a)
             cur = x[:, self.readback]
             target = cur + a[:, : self.n_sp] * self.max_move
             clipped = th.minimum(th.maximum(target, self.sp_low), self.sp_high)
@@ -333,7 +352,8 @@ def parity(
     if spec.hold_index:
         free &= ~(obs[:, list(spec.hold_index)] > 0.5).any(axis=1, keepdims=True)
     onnx_a = (onnx_out[:, :n_sp] - cur) / spec.action.max_move
-    act_err = np.where(free, np.abs(onnx_a - sb3_action[:, :n_sp]), 0.0)
+    env_a = spec.env_action(clipped.astype(np.float64), sb3_action)
+    act_err = np.where(free, np.abs(onnx_a - env_a[:, :n_sp]), 0.0)
     mismatches = int((onnx_out[:, n_sp:] != reference[:, n_sp:]).sum())
     return ParityReport(
         n=int(obs.shape[0]),

@@ -61,6 +61,14 @@ class Recipe:
             water processed by running the feed tank dry, so a trip paid off).
         guidelines: Operating guidelines penalised during training.
         min_command_interval_h: Minimum time between two requests of a command.
+        production_target_m3h: Net production the agent must reach (``None``: none). The training
+            reward then values water only up to the target (production beyond it is worth
+            nothing) and charges ``shortfall_eur_m3`` per m³ of cumulative shortfall on top
+            (``app.training.vec.ProductionTarget``).
+        shortfall_eur_m3: Penalty per m³ of net production below the target.
+        residual_rule: Train a residual on the process's base rule (``app.training.residual``):
+            the policy outputs bounded corrections to the rule's setpoints and thresholds, so a
+            zero output is the rule itself.
     """
 
     process: str
@@ -100,6 +108,9 @@ class Recipe:
     extra_trip_penalty: float = 0.0
     guidelines: tuple[Guideline, ...] = ()
     min_command_interval_h: dict[str, float] = field(default_factory=lambda: {"cip_request": 48.0})
+    production_target_m3h: float | None = None
+    shortfall_eur_m3: float = 3.0
+    residual_rule: bool = False
 
 
 RO_GUIDELINES = (
@@ -123,15 +134,30 @@ RO_GUIDELINES = (
     ),
 )
 
+UF_FIXED_SCHEDULE_NET_M3H = 35.0
+"""Net filtrate of the UF base control (60 LMH, 40 min cycles, 30 s backwash, daily CEB): 11,760 m³
+in the 14-day held-out episodes (``intelwatt eval --process uf --policy baseline:fixed_pi``)."""
+
 RECIPES: dict[str, Recipe] = {
     "ro": Recipe(process="ro", steps=3_000_000, guidelines=RO_GUIDELINES, demand_baseline=True),
     "hsbro": Recipe(
         process="hsbro",
+        steps=1_000_000,
         episode_hours=12.0,
         min_command_interval_h={},
         command_bias_init=0.0,
+        residual_rule=True,
     ),
-    "uf": Recipe(process="uf", episode_hours=14 * 24.0),
+    "uf": Recipe(
+        process="uf",
+        steps=800_000,
+        episode_hours=14 * 24.0,
+        production_target_m3h=UF_FIXED_SCHEDULE_NET_M3H * 1.005,
+        # A plain MLP never learned when to CEB (trips in 2–7 of 10 held-out episodes); the
+        # residual starts from the fixed schedule, which never trips.
+        residual_rule=True,
+        min_command_interval_h={"ceb_request": 12.0, "cip_request": 168.0},
+    ),
 }
 """Default recipe per process."""
 

@@ -128,6 +128,8 @@ def run(
     model = cls("MlpPolicy", env, seed=seed, verbose=0, tensorboard_log=tb, device="cpu", **kwargs)
     if start_from is not None:
         model.policy.load_state_dict(start_from.model.policy.state_dict())
+    elif recipe.residual_rule:
+        zero_residual(model)
     else:
         bias_commands(model, recipe)
     ranges = ObservationRange(env)
@@ -185,6 +187,16 @@ def bias_commands(model: BaseAlgorithm, recipe: Recipe) -> None:
         return
     with th.no_grad():
         layer.bias[n_sp:] = recipe.command_bias_init
+
+
+def zero_residual(model: BaseAlgorithm) -> None:
+    """Start a residual policy at a zero output (the base rule) with zero output weights."""
+    layer = getattr(model.policy, "action_net", None)
+    if layer is None:
+        return
+    with th.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
 
 
 def _find_guideline(env: Any) -> GuidelinePenalty | None:

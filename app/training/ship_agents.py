@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app.training.ship_agents", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--process", nargs="+", default=["ro"], choices=sorted(RECIPES))
+    parser.add_argument(
+        "--process", nargs="+", default=["ro", "hsbro", "uf"], choices=sorted(RECIPES)
+    )
     parser.add_argument("--out", type=Path, default=SHIPPED, help="default: resources/agents")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "agents")
     parser.add_argument("--steps", type=int, help="override the recipe's training steps")

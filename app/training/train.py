@@ -165,6 +165,7 @@ def train(cfg: TrainConfig, log: TextIO | None = None) -> TrainOutcome:
     from app.training import package_build as pb
     from app.training import sb3
     from app.training.export import GraphSpec, export_onnx, parity, random_observations
+    from app.training.residual import rule_for
 
     key = load_private_key(cfg.key)
     recipe = recipe_for(cfg.process)
@@ -220,7 +221,10 @@ def train(cfg: TrainConfig, log: TextIO | None = None) -> TrainOutcome:
     env_obs = main.model.observation_space
     assert isinstance(env_obs, Box)
     tags = tuple(t.name for t in cat.by_role(*_obs_roles()))
-    spec = GraphSpec.from_env(tags, env_obs.low, env_obs.high, hold_tags(cfg.process), action)
+    residual = rule_for(cfg.process) if recipe.residual_rule else None
+    spec = GraphSpec.from_env(
+        tags, env_obs.low, env_obs.high, hold_tags(cfg.process), action, residual=residual
+    )
     n_obs = len(tags)
     policy_bytes = export_onnx(main.model.policy, main.stats, spec, n_obs)
     member_bytes = [export_onnx(m.model.policy, m.stats, spec, n_obs) for m in members]
@@ -271,6 +275,11 @@ def train(cfg: TrainConfig, log: TextIO | None = None) -> TrainOutcome:
         "extra_trip_penalty": recipe.extra_trip_penalty,
         "command_bias_init": recipe.command_bias_init,
         "min_command_interval_h": dict(recipe.min_command_interval_h),
+        "production_target_m3h": recipe.production_target_m3h,
+        "shortfall_eur_m3": recipe.shortfall_eur_m3
+        if recipe.production_target_m3h is not None
+        else None,
+        "residual_rule": recipe.residual_rule,
         "vecnormalize": {"clip_obs": main.stats.clip_obs, "epsilon": main.stats.epsilon},
         "train_seconds": round(main.seconds + sum(m.seconds for m in members), 1),
     }

@@ -1,7 +1,8 @@
 """The training environment: ``ProcessVecEnv`` with random disturbances, guidelines, normalisation.
 
 Stack (inside out): :class:`app.plant.envs.ProcessVecEnv` (all plants stepped as arrays, random
-disturbance series, ±20 % parameter randomisation, sensor noise) → :class:`GuidelinePenalty`
+disturbance series, ±20 % parameter randomisation, sensor noise) → the residual rule (HSBRO,
+:class:`app.training.residual.ResidualRuleEnv`) → :class:`GuidelinePenalty`
 (design rules the model does not enforce) → ``VecMonitor`` (episode returns for the logs) →
 ``VecNormalize`` (observation and reward normalisation; its observation statistics are exported as
 JSON and baked into the ONNX graph).
@@ -16,11 +17,14 @@ import numpy.typing as npt
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor, VecNormalize
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from app.plant.actions import ActionSpec
+from app.plant.catalog import CATALOGS
 from app.plant.economics import prices_for
 from app.plant.envs import EnvOptions, ProcessVecEnv
 from app.plant.scenarios import RandomDisturbances
 from app.training.evaluate import model_class
 from app.training.recipes import Guideline, Recipe
+from app.training.residual import OFFSPEC_PENALTY, ResidualRuleEnv, rule_for
 
 
 class GuidelinePenalty(VecEnvWrapper):
@@ -143,6 +147,70 @@ class TripPenalty(VecEnvWrapper):
         return obs, np.asarray(reward, dtype=np.float32), done, infos
 
 
+class ProductionTarget(VecEnvWrapper):
+    """Values net production only up to a target rate (training reward only).
+
+    Per plant the wrapper keeps the cumulative shortfall ``D = target·t − V_net`` since the episode
+    started. The water value the environment paid is replaced by the value of ``min(V_net,
+    target·t)`` (its increase each step: the target's water value minus the increase of
+    ``max(D, 0)``), and the increase of ``max(D, 0)`` is charged at ``shortfall_eur_m3`` on top.
+    So production beyond the target is worth nothing, a shortfall costs water value plus penalty
+    (a backwash's lost minutes can be made up later: the terms telescope over the episode), and a
+    running plant still earns the target's value each step, so a trip that ends the episode
+    early never pays.
+
+    Args:
+        venv: The wrapped environment.
+        raw: The ``ProcessVecEnv`` underneath (its last step holds product and water value).
+        process: Process name (its price set).
+        target_m3h: Net production rate to reach.
+        shortfall_eur_m3: Penalty per m³ below the target, on top of the water value.
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        raw: ProcessVecEnv,
+        process: str,
+        target_m3h: float,
+        shortfall_eur_m3: float,
+    ) -> None:
+        super().__init__(venv)
+        if not (target_m3h > 0 and shortfall_eur_m3 > 0):
+            raise ValueError(
+                f"production target {target_m3h} m³/h and shortfall price {shortfall_eur_m3} "
+                "must be positive"
+            )
+        self.raw = raw
+        prices = prices_for(process)
+        self.scale = prices.reward_scale_eur_h
+        self.water = prices.water_eur_m3
+        self.target_m3h = target_m3h
+        self.price = shortfall_eur_m3
+        self.dt_h = CATALOGS[process].agent_period_s / 3600.0
+        self.deficit = np.zeros(venv.num_envs)
+
+    def reset(self) -> VecEnvObs:
+        """Reset the wrapped environment and the shortfall."""
+        self.deficit[:] = 0.0
+        return self.venv.reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step and revalue the water: up to the target, minus the shortfall's increase."""
+        obs, reward, done, infos = self.venv.step_wait()
+        last = self.raw.last
+        if last is None:
+            return obs, reward, done, infos
+        dt_h = self.dt_h
+        before = np.maximum(self.deficit, 0.0)
+        self.deficit = self.deficit + self.target_m3h * dt_h - np.asarray(last.result.product_m3)
+        grown = np.maximum(self.deficit, 0.0) - before
+        valued = self.water * self.target_m3h * dt_h - (self.water + self.price) * grown
+        out = reward + (valued - np.asarray(last.value_eur)) / (self.scale * dt_h)
+        self.deficit = np.where(done, 0.0, self.deficit)
+        return obs, np.asarray(out, dtype=np.float32), done, infos
+
+
 def make_vec_env(
     recipe: Recipe, n_envs: int, seed: int, *, norm_reward: bool = True, gamma: float = 0.99
 ) -> tuple[VecNormalize, ProcessVecEnv]:
@@ -165,11 +233,27 @@ def make_vec_env(
     raw = ProcessVecEnv(model, RandomDisturbances(recipe.process), options=options)
     raw.seed(seed)
     env: VecEnv = raw
+    if recipe.residual_rule:
+        cat = CATALOGS[recipe.process]
+        spec = ActionSpec.from_catalog(cat, cat.agent_period_s)
+        penalty = OFFSPEC_PENALTY if recipe.process == "hsbro" else 0.0
+        env = ResidualRuleEnv(
+            env,
+            raw.observation_tags,
+            spec,
+            rule_for(recipe.process),
+            raw=raw,
+            offspec_penalty=penalty,
+        )
     if recipe.guidelines:
         env = GuidelinePenalty(env, raw.observation_tags, recipe.guidelines)
     if recipe.demand_baseline:
         env = DemandBaseline(env, raw, recipe.process)
     if recipe.extra_trip_penalty > 0:
         env = TripPenalty(env, raw, recipe.extra_trip_penalty)
+    if recipe.production_target_m3h is not None:
+        env = ProductionTarget(
+            env, raw, recipe.process, recipe.production_target_m3h, recipe.shortfall_eur_m3
+        )
     env = VecMonitor(env)
     return VecNormalize(env, norm_obs=True, norm_reward=norm_reward, gamma=gamma), raw

@@ -1,5 +1,6 @@
 """Agents: active / previous / candidate with their model cards, the live shadow duel, promotion
-and rollback, acceptance per version, and progress of long work (downloads, verification).
+and rollback, acceptance per version, and progress of long work (candidate download and
+verification, training jobs).
 
 The panel never reads the agent runtime directly: slot versions, model cards, shadow statistics,
 gate reports and acceptance figures arrive as futures from the core and are drawn when they
@@ -10,14 +11,11 @@ main window checks roles, asks for confirmation and calls the core.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -40,12 +38,15 @@ from PySide6.QtWidgets import (
 )
 
 from app.agent_runtime.manifest import Manifest
-from app.agent_runtime.shadow import GateReport, ShadowStats
-from app.domain import AgentVersion, Slot
+from app.agent_runtime.shadow import GateCheck, GateReport, ShadowStats
+from app.controllers.messages import ShadowStepped
+from app.domain import AgentVersion, Slot, utc_now
 from app.ui import style
 from app.ui.bridge import UiBridge
+from app.ui.shadow_duel import ShadowDuelView
 
-MAX_DUEL_POINTS = 500
+WORK_KINDS = {"candidate": "No candidate download.", "training": "No training job."}
+"""Rows of the work-in-progress box, with their idle text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class AgentsView:
         gates: The promotion gate report (``None`` without a candidate).
         acceptance: Decisions per version.
         note: Why part of the view is missing, if it is.
+        at: When the gathering began (older than a live shadow step: that step is newer).
     """
 
     slots: dict[Slot, AgentVersion | None]
@@ -81,6 +83,7 @@ class AgentsView:
     gates: GateReport | None
     acceptance: tuple[AcceptanceRow, ...]
     note: str = ""
+    at: datetime = field(default_factory=utc_now)
 
 
 def model_card_html(slot: Slot, version: AgentVersion | None, manifest: Manifest | None) -> str:
@@ -157,6 +160,8 @@ class AgentsPanel(QWidget):
         fetch: Callable[[], Future[AgentsView]],
         bridge: UiBridge,
         parent: QWidget | None = None,
+        *,
+        setpoint_names: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("agents_panel")
@@ -165,7 +170,7 @@ class AgentsPanel(QWidget):
         self.view: AgentsView | None = None
         self._fetching = False
         self._again = False
-        self._duel: list[tuple[float, dict[str, float], dict[str, float]]] = []
+        self.last_step: ShadowStepped | None = None
 
         cards_box = QGroupBox("Agents")
         cards = QGridLayout(cards_box)
@@ -192,18 +197,16 @@ class AgentsPanel(QWidget):
         duel = QVBoxLayout(duel_box)
         self.duel_summary = QLabel("No candidate in shadow.")
         self.duel_summary.setWordWrap(True)
-        self.duel_plot = pg.PlotWidget()
-        self.duel_plot.setBackground(style.BACKGROUND)
-        self.duel_plot.setMinimumHeight(style.em(self, 8))
-        self.duel_plot.setMenuEnabled(False)
-        self.duel_plot.addLegend(offset=(4, 4), labelTextColor=style.TEXT.name())
+        self.duel = ShadowDuelView(setpoint_names)
         self.gates = QTableWidget(0, 4)
         self.gates.setObjectName("gate_table")
         self.gates.setHorizontalHeaderLabels(("Gate", "Status", "Value / limit", "Detail"))
         self._setup_table(self.gates)
         duel.addWidget(self.duel_summary)
-        duel.addWidget(self.duel_plot, 1)
-        duel.addWidget(self.gates)
+        duel_row = QHBoxLayout()
+        duel_row.addWidget(self.duel, 3)
+        duel_row.addWidget(self.gates, 2)
+        duel.addLayout(duel_row, 1)
 
         accept_box = QGroupBox("Operator acceptance per version")
         accept = QVBoxLayout(accept_box)
@@ -213,17 +216,27 @@ class AgentsPanel(QWidget):
             ("Version", "Proposed", "Approved", "Modified", "Rejected", "Expired", "Acceptance")
         )
         self._setup_table(self.acceptance)
+        self.acceptance.setMaximumHeight(style.em(self, 7))
         accept.addWidget(self.acceptance)
 
         work_box = QGroupBox("Work in progress")
         work = QVBoxLayout(work_box)
-        self.work_label = QLabel("Nothing running.")
-        self.work_label.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setObjectName("work_progress")
-        self.progress.setVisible(False)
-        work.addWidget(self.work_label)
-        work.addWidget(self.progress)
+        self.work_labels: dict[str, QLabel] = {}
+        self.work_bars: dict[str, QProgressBar] = {}
+        for kind, idle in WORK_KINDS.items():
+            label = QLabel(idle)
+            label.setObjectName(f"work_{kind}_label")
+            label.setWordWrap(True)
+            bar = QProgressBar()
+            bar.setObjectName(f"work_{kind}_progress")
+            bar.setVisible(False)
+            work.addWidget(label)
+            work.addWidget(bar)
+            self.work_labels[kind] = label
+            self.work_bars[kind] = bar
+        work.addStretch(1)
+        self.work_label = self.work_labels["candidate"]
+        self.progress = self.work_bars["candidate"]
 
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -269,57 +282,50 @@ class AgentsPanel(QWidget):
             self._again = False
             self.refresh()
 
-    def add_shadow_step(
-        self, at: datetime, active: dict[str, float], candidate: dict[str, float]
+    def on_shadow_step(self, event: ShadowStepped) -> None:
+        """One live shadow step: overlay both actions, show the divergence and the gates."""
+        self.last_step = event
+        self.duel.add_step(event)
+        self._render_gates(event.gates)
+        candidate = self.view.slots.get(Slot.CANDIDATE) if self.view is not None else None
+        if candidate is None or candidate == event.candidate:
+            self.promote_button.setEnabled(bool(event.gates_passed))
+
+    def set_work(
+        self,
+        text: str,
+        done: float | None = None,
+        total: float | None = None,
+        *,
+        kind: str = "candidate",
+        busy: bool = False,
     ) -> None:
-        """Add one step of both agents' actions to the duel plot."""
-        self._duel.append((at.timestamp(), dict(active), dict(candidate)))
-        del self._duel[:-MAX_DUEL_POINTS]
-        self._draw_duel()
+        """Show long-running work of ``kind`` (``candidate`` or ``training``).
 
-    def _draw_duel(self) -> None:
-        self.duel_plot.clear()
-        if not self._duel:
-            self._draw_divergence()
+        Args:
+            text: What is happening.
+            done: Progress so far, in units of ``total``.
+            total: ``None`` (or <= 0): no bar; ``done == total``: finished.
+            kind: Which row.
+            busy: Show a busy bar without a known fraction (verification, a job starting).
+
+        Raises:
+            KeyError: An unknown ``kind``.
+        """
+        if kind not in self.work_labels:
+            raise KeyError(f"unknown kind of work {kind!r}; known: {', '.join(WORK_KINDS)}")
+        label, bar = self.work_labels[kind], self.work_bars[kind]
+        label.setText(text)
+        if busy:
+            bar.setVisible(True)
+            bar.setRange(0, 0)
             return
-        xs = np.array([p[0] for p in self._duel], dtype=np.float64)
-        tags = sorted({t for _, a, c in self._duel for t in (*a, *c)})
-        for i, tag in enumerate(tags):
-            grey = style.TREND_PENS[i % len(style.TREND_PENS)]
-            ya = np.array([a.get(tag, math.nan) for _, a, _ in self._duel], dtype=np.float64)
-            yc = np.array([c.get(tag, math.nan) for _, _, c in self._duel], dtype=np.float64)
-            self.duel_plot.plot(xs, ya, pen=pg.mkPen(grey, width=2), name=f"active {tag}")
-            self.duel_plot.plot(
-                xs,
-                yc,
-                pen=pg.mkPen(style.AI, width=2, style=Qt.PenStyle.DashLine),
-                name=f"candidate {tag}",
-            )
-
-    def _draw_divergence(self) -> None:
-        """Without per-step actions, show the mean divergence per setpoint from the statistics."""
-        stats = self.view.stats if self.view is not None else None
-        if stats is None or not stats.divergence_by_tag:
-            return
-        tags = sorted(stats.divergence_by_tag)
-        heights = [stats.divergence_by_tag[t] for t in tags]
-        bars = pg.BarGraphItem(
-            x=np.arange(len(tags)), height=heights, width=0.6, brush=pg.mkBrush(style.AI)
-        )
-        self.duel_plot.addItem(bars)
-        axis = self.duel_plot.getAxis("bottom")
-        axis.setTicks([[(i, t) for i, t in enumerate(tags)]])
-        self.duel_plot.setLabel("left", "mean divergence")
-
-    def set_work(self, text: str, done: int | None = None, total: int | None = None) -> None:
-        """Show long-running work (``total`` None: no bar; ``done == total``: finished)."""
-        self.work_label.setText(text)
         if total is None or total <= 0:
-            self.progress.setVisible(False)
+            bar.setVisible(False)
             return
-        self.progress.setVisible(True)
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(round(1000 * min(1.0, (done or 0) / total)))
+        bar.setVisible(True)
+        bar.setRange(0, 1000)
+        bar.setValue(round(1000 * min(1.0, max(0.0, (done or 0) / total))))
 
     # --- rendering ---------------------------------------------------------------------------------
 
@@ -330,12 +336,22 @@ class AgentsPanel(QWidget):
             card = view.cards.get(slot) if view is not None else None
             browser.setHtml(model_card_html(slot, slots.get(slot), card))
         has_previous = slots.get(Slot.PREVIOUS) is not None
-        has_candidate = slots.get(Slot.CANDIDATE) is not None
         self.rollback_button.setEnabled(has_previous)
-        gates_passed = view is not None and view.gates is not None and view.gates.passed
+        step = self.last_step
+        if step is not None and (view is None or view.at < step.at):
+            # A live step is newer than the view: it has the candidate and the gates.
+            has_candidate, gates_passed, checks = True, bool(step.gates_passed), step.gates
+        else:
+            has_candidate = slots.get(Slot.CANDIDATE) is not None
+            report = view.gates if view is not None else None
+            gates_passed = report is not None and report.passed
+            checks = report.checks if report is not None else ()
+            if not has_candidate and view is not None:
+                self.duel.clear()
         self.promote_button.setEnabled(has_candidate and gates_passed)
         self._render_duel(view)
-        self._draw_duel()
+        self._render_gates(checks)
+        self.duel.show_stats(view.stats if view is not None else None)
         self._render_acceptance(view)
         self.note.setText(view.note if view is not None else "")
 
@@ -352,7 +368,8 @@ class AgentsPanel(QWidget):
                 f"hypothetical limit hits {stats.violations} (active {stats.incumbent_violations}),"
                 f" candidate errors {stats.candidate_errors}, predicted KPI gain {gain_text}"
             )
-        checks = view.gates.checks if view is not None and view.gates is not None else ()
+
+    def _render_gates(self, checks: tuple[GateCheck, ...]) -> None:
         self.gates.setRowCount(len(checks))
         for row, check in enumerate(checks):
             value = "n/a" if check.value is None else f"{check.value:.3g}"

@@ -1,34 +1,33 @@
 """The console's non-blocking view of a ``ControlCore``: every call returns a future at once.
 
-Controller state lives in the control context (the PLC loop thread). Reads and commands the core
-does not expose as futures are posted there with ``in_context``; the core's few blocking calls
-(``login``, ``status``) run on this link's own ``console-io`` thread, so the GUI thread never waits.
-Model cards are read from the package folders the console knows (the site's package and staged
-candidates), on the same thread.
+Controller state lives in the control context (the PLC loop thread). The core's non-blocking
+commands (``login_async``, ``status_async``, ``check_setpoints``, the alarm commands,
+``read_manifests``) are used as they are; reads the core does not expose as futures are posted into
+the context with ``in_context``. The agents view, which gathers several answers, is assembled on this
+link's own ``console-io`` thread, so the GUI thread never waits. Model cards are read by the core
+from the package folders the console knows (the site's package, loaded and staged candidates).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-from app.agent_runtime.manifest import Manifest, parse_manifest
-from app.agent_runtime.shadow import GateReport, ShadowStats
+from app.agent_runtime.manifest import Manifest
+from app.agent_runtime.shadow import GateReport, GateThresholds, ShadowStats
 from app.agent_runtime.twin import PreviewResult
 from app.concurrency import SerialWorker
 from app.controllers.agent import AgentController
-from app.controllers.alarms import Transition
-from app.controllers.auth import Action, Session
+from app.controllers.alarm_commands import AlarmVerdict
+from app.controllers.auth import Session
 from app.controllers.core import LEDGER_FILE, ControlCore, CoreStatus
 from app.controllers.messages import DecisionVerdict, ModeVerdict, SwapVerdict
 from app.controllers.safety import Verdict
 from app.controllers.snapshot import SnapshotService
-from app.domain import AgentVersion, Mode, Origin, Recommendation, RejectReason, Setpoint, Slot
+from app.domain import AgentVersion, Mode, Recommendation, RejectReason, Setpoint, Slot, utc_now
 from app.ui.agents_panel import AcceptanceRow, AgentsView
 from app.ui.alarms_panel import AlarmView
 
@@ -103,7 +102,7 @@ class CoreLink:
 
     def login(self, user: str, password: str) -> Future[Session]:
         """Check the credentials (scrypt) and open a session."""
-        return self.off_gui(lambda: self.core.login(user, password))
+        return self.core.login_async(user, password)
 
     def logout(self, session: Session) -> Future[None]:
         """End ``session``."""
@@ -120,7 +119,7 @@ class CoreLink:
 
     def status(self) -> Future[CoreStatus]:
         """A consistent picture of the core."""
-        return self.off_gui(self.core.status)
+        return self.core.status_async()
 
     # --- mode --------------------------------------------------------------------------------------
 
@@ -166,18 +165,7 @@ class CoreLink:
         self, setpoints: tuple[Setpoint, ...], session: Session | None
     ) -> Future[tuple[Verdict, ...]]:
         """The envelope's verdict on each value, as an operator write would be judged now."""
-
-        def check() -> tuple[Verdict, ...]:
-            origin = (
-                Origin.operator(session.user, session.role)
-                if session is not None
-                else Origin.system("console")
-            )
-            snap = self.core.snapshot.snapshot()
-            now = snap.taken_ts
-            return tuple(self.core.safety.check(sp, snap, origin, now) for sp in setpoints)
-
-        return self.in_context(check)
+        return self.core.check_setpoints({sp.tag: sp.value for sp in setpoints}, session)
 
     def preview(
         self, rec: Recommendation, setpoints: tuple[Setpoint, ...], horizon_s: float
@@ -203,42 +191,19 @@ class CoreLink:
         alarms = self.core.alarms
         return self.in_context(lambda: AlarmView(tuple(alarms.alarms()), alarms.journal))
 
-    def _alarm_command(
-        self, session: Session | None, action: Action, fn: Callable[[str], Transition]
-    ) -> Future[Transition]:
-        def run() -> Transition:
-            origin = self.core.auth.require(session, action)
-            transition = fn(origin.name)
-            if not transition.accepted:
-                raise CommandRefused(transition.reason)
-            return transition
-
-        return self.in_context(run)
-
-    def ack_alarm(self, alarm_id: str, note: str, session: Session | None) -> Future[Transition]:
-        """Acknowledge with a note (operator)."""
-        alarms = self.core.alarms
-        return self._alarm_command(
-            session, Action.ACK_ALARM, lambda user: alarms.ack(alarm_id, user, note)
-        )
+    def ack_alarm(self, alarm_id: str, note: str, session: Session | None) -> Future[AlarmVerdict]:
+        """Acknowledge with a note (operator); a refusal arrives as ``CommandRefused``."""
+        return _accepted(self.core.ack_alarm(alarm_id, session, note))
 
     def shelve_alarm(
         self, alarm_id: str, duration_s: float, reason: str, session: Session | None
-    ) -> Future[Transition]:
+    ) -> Future[AlarmVerdict]:
         """Shelve for ``duration_s`` (operator, reason required)."""
-        alarms = self.core.alarms
-        return self._alarm_command(
-            session,
-            Action.SHELVE_ALARM,
-            lambda user: alarms.shelve(alarm_id, user, duration_s, reason),
-        )
+        return _accepted(self.core.shelve_alarm(alarm_id, session, duration_s, reason))
 
-    def unshelve_alarm(self, alarm_id: str, session: Session | None) -> Future[Transition]:
+    def unshelve_alarm(self, alarm_id: str, session: Session | None) -> Future[AlarmVerdict]:
         """End a shelve early (operator)."""
-        alarms = self.core.alarms
-        return self._alarm_command(
-            session, Action.SHELVE_ALARM, lambda user: alarms.unshelve(alarm_id, user)
-        )
+        return _accepted(self.core.unshelve_alarm(alarm_id, session))
 
     # --- agents ------------------------------------------------------------------------------------
 
@@ -260,6 +225,7 @@ class CoreLink:
         return self.off_gui(self._gather_agents)
 
     def _gather_agents(self) -> AgentsView:
+        began = utc_now()
         host = self.core.host
         notes: list[str] = []
         slots: dict[Slot, AgentVersion | None] = dict.fromkeys(Slot)
@@ -271,7 +237,11 @@ class CoreLink:
             if v.active is not None and v.candidate is not None:
                 try:
                     stats = host.shadow_stats().result(10)
-                    gates = host.gate_report(self.site.modes).result(10)
+                    # The controller's own thresholds: the live shadow steps use them too.
+                    agent = self.core.agent
+                    policy = agent.policy if agent is not None else self.site.modes
+                    thresholds = agent.settings.gates if agent is not None else GateThresholds()
+                    gates = host.gate_report(policy, thresholds).result(10)
                 except Exception as exc:  # noqa: BLE001 - shown as a note
                     notes.append(f"shadow duel unavailable: {exc}")
         else:
@@ -293,35 +263,34 @@ class CoreLink:
             for a in acceptance
         )
         cards = {slot: self._manifest_for(version) for slot, version in slots.items()}
-        return AgentsView(slots, cards, stats, gates, rows, "; ".join(notes))
+        return AgentsView(slots, cards, stats, gates, rows, "; ".join(notes), began)
 
     def _manifest_for(self, version: AgentVersion | None) -> Manifest | None:
         if version is None:
             return None
-        if version.sha256 in self._manifests:
-            return self._manifests[version.sha256]
-        for path in self._packages:
-            data = _read_manifest_bytes(path)
-            if data is None:
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            if digest in self._manifests:
-                continue
+        if version.sha256 not in self._manifests:
             try:
-                self._manifests[digest] = parse_manifest(data)
-            except ValueError as exc:
-                log.warning("model card of %s unreadable: %s", path, exc)
+                self._manifests.update(self.core.read_manifests(self._packages).result(10))
+            except Exception as exc:  # noqa: BLE001 - the card shows without the manifest
+                log.warning("model cards unreadable: %s", exc)
         return self._manifests.get(version.sha256)
 
 
-def _read_manifest_bytes(path: Path) -> bytes | None:
-    try:
-        if path.is_dir():
-            return (path / "manifest.json").read_bytes()
-        with zipfile.ZipFile(path) as archive:
-            return archive.read("manifest.json")
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return None
+def _accepted(verdict: Future[AlarmVerdict]) -> Future[AlarmVerdict]:
+    """``verdict``, with a refused command turned into ``CommandRefused``."""
+    out: Future[AlarmVerdict] = Future()
+
+    def done(f: Future[AlarmVerdict]) -> None:
+        exc = f.exception()
+        if exc is not None:
+            out.set_exception(exc)
+        elif not f.result().accepted:
+            out.set_exception(CommandRefused(f.result().reason))
+        else:
+            out.set_result(f.result())
+
+    verdict.add_done_callback(done)
+    return out
 
 
 __all__ = ["CommandRefused", "CoreLink"]

@@ -10,6 +10,7 @@ state, and the trend span live in ``QSettings`` (never in the site file).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -31,7 +32,7 @@ from PySide6.QtWidgets import (
 from app import __version__
 from app.agent_runtime.fallback import FallbackState
 from app.controllers import alarm_points as ap
-from app.controllers.alarms import Transition
+from app.controllers.alarm_commands import AlarmVerdict
 from app.controllers.auth import Action, Session, permitted
 from app.controllers.core import CoreStatus
 from app.controllers.messages import (
@@ -48,11 +49,13 @@ from app.controllers.messages import (
     RecommendationReady,
     RecommendationUpdated,
     RollbackTriggered,
+    ShadowStepped,
     SupervisionChanged,
     SwapVerdict,
     WriteCompleted,
     WriteRejected,
 )
+from app.controllers.retrain import RetrainFinished, RetrainProgressed, RetrainRequested
 from app.controllers.sync import (
     CandidateDownloadFailed,
     CandidateDownloadProgressed,
@@ -82,7 +85,7 @@ from app.ui.login_dialog import LoginDialog
 from app.ui.mode_banner import ModeBanner
 from app.ui.mode_panel import ModePanel
 from app.ui.overview_panel import OverviewPanel
-from app.ui.recommendation_card import RecommendationCard
+from app.ui.recommendation_card import RecommendationCard, short_name
 from app.ui.trends_panel import TrendsPanel
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,10 @@ AGENTS_POLL_MS = 5000
 SESSION_POLL_MS = 5000
 ALARM_PRIORITY = {d.alarm_id: d.priority for d in ap.CORE_ALARMS}
 TABS = ("overview", "trends", "agents", "alarms", "audit")
+TRENDS_TITLE = "&2 Trends"
+TRENDS_BUILD_DELAY_MS = 3000
+"""The trends panel is built this long after the core started (or when first shown)."""
+MAX_EARLY_MARKERS = 1000
 _OPEN_STATES = (RecommendationState.PROPOSED,)
 
 
@@ -132,15 +139,27 @@ class MainWindow(QMainWindow):
 
         self.banner = ModeBanner()
         self.overview = OverviewPanel(link.catalog, lambda tag: link.snapshot.get(tag))
-        self.trends = TrendsPanel(link.trends, link.catalog)
-        self.agents = AgentsPanel(link.agents_view, self.bridge)
+        # The trends panel (six pyqtgraph plots) is built when first shown or shortly after the
+        # core starts, not before the first live value; what it must show meanwhile is replayed.
+        self._trends: TrendsPanel | None = None
+        self._trends_slot = QWidget()
+        self._trend_calls: deque[Callable[[TrendsPanel], None]] = deque(maxlen=MAX_EARLY_MARKERS)
+        self._trend_span: float | None = None
+        self.agents = AgentsPanel(
+            link.agents_view,
+            self.bridge,
+            setpoint_names={
+                t.name: short_name(t.description) + (f" ({t.unit})" if t.unit else "")
+                for t in link.catalog.tags
+            },
+        )
         self.alarms = AlarmsPanel(link.alarm_view, self.bridge)
         self.audit = AuditPanel(link.ledger_path, self.bridge)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("main_tabs")
         for widget, title in (
             (self.overview, "&1 Overview"),
-            (self.trends, "&2 Trends"),
+            (self._trends_slot, TRENDS_TITLE),
             (self.agents, "&3 Agents"),
             (self.alarms, "&4 Alarms"),
             (self.audit, "&5 Event log"),
@@ -214,13 +233,58 @@ class MainWindow(QMainWindow):
         self._session_timer.start()
         self.refresh_status()
 
+    @property
+    def trends(self) -> TrendsPanel:
+        """The trends panel (built on first use)."""
+        if self._trends is None:
+            panel = TrendsPanel(self.link.trends, self.link.catalog)
+            if self._trend_span is not None:
+                panel.set_span(self._trend_span)
+            for call in self._trend_calls:
+                call(panel)
+            self._trend_calls.clear()
+            self._trends = panel
+            index, current = self.tabs.indexOf(self._trends_slot), self.tabs.currentIndex()
+            self.tabs.blockSignals(True)
+            self.tabs.removeTab(index)
+            self.tabs.insertTab(index, panel, TRENDS_TITLE)
+            self.tabs.setCurrentIndex(current)
+            self.tabs.blockSignals(False)
+            self._trends_slot.deleteLater()
+        return self._trends
+
+    def _on_trends(self, call: Callable[[TrendsPanel], None]) -> None:
+        """Apply ``call`` to the trends panel now, or when it is built."""
+        if self._trends is None:
+            self._trend_calls.append(call)
+        else:
+            call(self._trends)
+
     def core_started(self) -> None:
         """Fetch everything once the core runs (the window may be built before it starts)."""
+        QTimer.singleShot(
+            TRENDS_BUILD_DELAY_MS, self, lambda: None if self._closed else self.trends
+        )
         self.refresh_status()
         self.alarms.refresh()
         self.agents.refresh()
         self.audit.reload()
         self.bridge.when_done(self.link.pending(), self._on_pending_fetched)
+
+    def core_failed(self, message: str) -> None:
+        """Say that the core could not start (the window stays open to show why)."""
+        self.health_label.setText(f"CONTROL CORE NOT STARTED: {message}")
+        box = QMessageBox(
+            QMessageBox.Icon.Critical,
+            "intelwatt console",
+            f"The control core could not start:\n{message}",
+            QMessageBox.StandardButton.Close,
+            self,
+        )
+        box.setObjectName("core_failed")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.failure_box = box
+        box.open()
 
     # --- wiring ------------------------------------------------------------------------------------
 
@@ -263,6 +327,10 @@ class MainWindow(QMainWindow):
         on(CandidateStaged, self._on_candidate_staged)
         on(CandidateRefused, self._on_candidate_refused)
         on(CandidateDownloadFailed, self._on_download_failed)
+        on(ShadowStepped, self.agents.on_shadow_step)
+        on(RetrainRequested, self._on_retrain_requested)
+        on(RetrainProgressed, self._on_retrain_progressed)
+        on(RetrainFinished, self._on_retrain_finished)
 
     def message(self, text: str, timeout_ms: int = 15000) -> None:
         """Show ``text`` in the status bar (and the log)."""
@@ -505,9 +573,9 @@ class MainWindow(QMainWindow):
         future = self.link.unshelve_alarm(alarm_id, self.session)
         self._submit(future, self._on_alarm_done, f"unshelve {alarm_id}")
 
-    def _on_alarm_done(self, transition: Transition | None) -> None:
-        if transition is not None:
-            self.message(f"alarm: {transition.reason}")
+    def _on_alarm_done(self, verdict: AlarmVerdict | None) -> None:
+        if verdict is not None:
+            self.message(f"alarm {verdict.alarm_id}: {verdict.reason}")
         self.alarms.refresh()
 
     # --- events --------------------------------------------------------------------------------------
@@ -515,7 +583,7 @@ class MainWindow(QMainWindow):
     def _on_mode_changed(self, event: ModeChanged) -> None:
         self.banner.set_mode(event.new, event.reason)
         self.mode_panel.set_mode(event.new)
-        self.trends.add_marker(event.at, f"mode {event.new.value}")
+        self._on_trends(lambda t: t.add_marker(event.at, f"mode {event.new.value}"))
 
     def _on_fallback_changed(self, event: FallbackChanged) -> None:
         self.banner.set_fallback(event.new)
@@ -530,7 +598,8 @@ class MainWindow(QMainWindow):
     def _on_recommendation_ready(self, event: RecommendationReady) -> None:
         rec = event.recommendation
         self.card.show_recommendation(rec)
-        self.trends.add_recommendation(rec.created_ts, {sp.tag: sp.value for sp in rec.setpoints})
+        values = {sp.tag: sp.value for sp in rec.setpoints}
+        self._on_trends(lambda t: t.add_recommendation(rec.created_ts, values))
         self.message(f"new recommendation from agent {rec.agent.version}")
 
     def _on_recommendation_updated(self, event: RecommendationUpdated) -> None:
@@ -543,7 +612,7 @@ class MainWindow(QMainWindow):
 
     def _on_decision_recorded(self, event: DecisionRecorded) -> None:
         d = event.decision
-        self.trends.add_marker(d.at, f"{d.kind.value} ({d.origin.name})")
+        self._on_trends(lambda t: t.add_marker(d.at, f"{d.kind.value} ({d.origin.name})"))
 
     def _on_write_completed(self, event: WriteCompleted) -> None:
         o = event.outcome
@@ -562,7 +631,7 @@ class MainWindow(QMainWindow):
         self.alarms.refresh()
         if event.new_state == AlarmState.UNACKED.value and event.old_state != event.new_state:
             priority = ALARM_PRIORITY.get(event.alarm_id, AlarmPriority.MEDIUM)
-            self.trends.add_marker(event.at, event.alarm_id, priority)
+            self._on_trends(lambda t: t.add_marker(event.at, event.alarm_id, priority))
         self.refresh_status()
 
     def _on_agent_swapped(self, event: AgentSwapped) -> None:
@@ -602,8 +671,19 @@ class MainWindow(QMainWindow):
             self.message(f"unusable inputs: {tags}{more}")
 
     def _on_download_progress(self, event: CandidateDownloadProgressed) -> None:
+        if event.total_bytes > 0 and event.done_bytes >= event.total_bytes:
+            # Downloaded; CandidateStaged or CandidateRefused ends the verification.
+            self.agents.set_work(
+                f"candidate {event.version} downloaded ({event.total_bytes / 1e6:.1f} MB): "
+                "verifying hashes and signature…",
+                busy=True,
+            )
+            return
         self.agents.set_work(
-            f"downloading candidate {event.version}", event.done_bytes, event.total_bytes
+            f"downloading candidate {event.version}: {event.done_bytes / 1e6:.1f} of "
+            f"{event.total_bytes / 1e6:.1f} MB",
+            event.done_bytes,
+            event.total_bytes,
         )
 
     def _on_candidate_staged(self, event: CandidateStaged) -> None:
@@ -617,12 +697,37 @@ class MainWindow(QMainWindow):
     def _on_download_failed(self, event: CandidateDownloadFailed) -> None:
         self.agents.set_work(f"registry unreachable: {event.error}")
 
+    def _on_retrain_requested(self, event: RetrainRequested) -> None:
+        self.agents.set_work(
+            f"training job {event.job_id} requested: {event.window:,} logged records, "
+            f"{event.steps:,} agent steps since the last job",
+            kind="training",
+            busy=True,
+        )
+
+    def _on_retrain_progressed(self, event: RetrainProgressed) -> None:
+        text = f"training job {event.job_id}: {event.stage}, {100 * event.fraction:.0f} %"
+        text += f" ({event.message})" if event.message else ""
+        self.agents.set_work(text, event.fraction, 1.0, kind="training")
+
+    def _on_retrain_finished(self, event: RetrainFinished) -> None:
+        text = f"training job {event.job_id} {event.outcome}"
+        if event.candidate_version:
+            text += f": candidate {event.candidate_version}"
+        text += f" ({event.message})" if event.message else ""
+        if event.report_path:
+            text += f"; report {event.report_path}"
+        self.agents.set_work(text, kind="training")
+        self.message(text)
+
     def _refresh_agents_if_shown(self) -> None:
         if self.tabs.currentWidget() is self.agents:
             self.agents.refresh()
 
     def _on_tab_changed(self, index: int) -> None:
-        if self.tabs.widget(index) is self.agents:
+        if self.tabs.widget(index) is self._trends_slot:
+            self.trends  # noqa: B018 - builds the panel in place of the placeholder
+        elif self.tabs.widget(index) is self.agents:
             self.agents.refresh()
         elif self.tabs.widget(index) is self.audit:
             self.audit.reload()
@@ -650,7 +755,9 @@ class MainWindow(QMainWindow):
         span = s.value("trends/span_s")
         if span is not None:
             try:
-                self.trends.set_span(float(str(span)))
+                self._trend_span = float(str(span))
+                if self._trends is not None:
+                    self._trends.set_span(self._trend_span)
             except (TypeError, ValueError):
                 log.warning("ignoring a bad trends/span_s setting: %r", span)
 
@@ -661,7 +768,9 @@ class MainWindow(QMainWindow):
         s.setValue("window/state", self.saveState())
         s.setValue("window/splitter", self.splitter.saveState())
         s.setValue("window/tab", self.tabs.currentIndex())
-        s.setValue("trends/span_s", self.trends.span_s)
+        span = self._trends.span_s if self._trends is not None else self._trend_span
+        if span is not None:
+            s.setValue("trends/span_s", span)
         s.sync()
 
     def shutdown(self) -> None:
@@ -673,7 +782,8 @@ class MainWindow(QMainWindow):
         for timer in (self._status_timer, self._session_timer, self._agents_timer):
             timer.stop()
         self.overview.stop()
-        self.trends.stop()
+        if self._trends is not None:
+            self._trends.stop()
         self.card.stop()
         self.audit.stop()
         self.bridge.close()

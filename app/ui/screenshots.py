@@ -164,6 +164,8 @@ def render(out: Path) -> list[Path]:
         options = CoreOptions(data_dir=options.data_dir, trust_store=TrustStore([*keys, key]))
         console = build_console(site, demo=True, options=options, demo_first_step=False)
         try:
+            _spin(app, console.started.done, 90, "core start")
+            console.started.result()
             _scenario(app, console, candidate)
             return _shoot(app, console, out)
         finally:
@@ -223,9 +225,9 @@ def _scenario(app: QApplication, c: Console, candidate: Path) -> None:
         state = rec.state.value if rec else None
         raise TimeoutError(f"{exc}: {state}, {w.card.status.text()}, {why[-3:]}") from None
     if c.plant is not None:  # a short PLC link drop: the banner, the mode and an alarm show it
-        c.plant.thread.faults.stop_servers()
+        c.plant.stop_servers()
         _spin(app, lambda: w.banner.connection_labels["plc"].text() != "PLC: connected", 30, "drop")
-        c.plant.thread.faults.start_servers()
+        c.plant.start_servers()
     _spin(app, lambda: w.banner.connection_labels["plc"].text() == "PLC: connected", 60, "back")
     _result(
         app,
@@ -254,6 +256,8 @@ def _shoot(app: QApplication, c: Console, out: Path) -> list[Path]:
         if index == 1:
             w.trends.redraw()
         if index == 2:
+            if c.core.host is not None and c.core.host.versions.candidate is not None:
+                _spin(app, lambda: len(w.agents.duel.history) > 0, 60, "shadow duel steps")
             w.agents.refresh()
             _spin(app, lambda: not w.agents._fetching, 30, "agents view")
         if index == 4:

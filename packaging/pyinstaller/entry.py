@@ -5,6 +5,7 @@ Start menu); ``intelwatt --self-test [...]`` runs the installation check; anythi
 normal ``intelwatt`` command line (``headless``, ``plant``, ``console --site ...``).
 """
 
+import multiprocessing
 import sys
 
 from app.cli import main
@@ -20,4 +21,5 @@ def run(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    multiprocessing.freeze_support()  # a spawned child of the frozen program runs its target
     sys.exit(run(sys.argv[1:]))

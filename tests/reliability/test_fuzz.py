@@ -34,7 +34,9 @@ from app.plant.catalog import RO_CATALOG
 from app.plant.plc_map import REGISTER_WIDTH, TagAddress, standard_map
 from tests.agent_runtime.conftest import PackageFactory
 from tests.controllers.conftest import LIMITS, SANE, F, P, Rig
-from tests.reliability.sizes import AGENT_STEP_CASES, FUZZ_CASES
+from tests.reliability.sizes import AGENT_STEP_CASES, FUZZ_CASES, TIMEOUT_S
+
+pytestmark = pytest.mark.timeout(TIMEOUT_S)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SITE = ROOT / "resources" / "sites" / "demo-ro.toml"

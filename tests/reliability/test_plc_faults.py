@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from app.agent_runtime.fallback import FallbackState
 from app.agent_runtime.keys import public_key_of
 from app.controllers.ledger import verify
 from app.domain import ConnectionState, Mode
+from app.drivers.opcua import OpcUaDriver
 from app.plant.server import PlantConfig, PlantServerThread, free_port
 from tests.agent_runtime.conftest import PackageFactory
 from tests.agent_runtime.policies import constant_onnx
@@ -37,7 +39,9 @@ from tests.reliability.conftest import (
     site_toml,
     wait_for,
 )
-from tests.reliability.sizes import PLC_RESTARTS
+from tests.reliability.sizes import PLC_RESTARTS, TIMEOUT_S
+
+pytestmark = pytest.mark.timeout(TIMEOUT_S)
 
 RigFactory = Callable[..., PlcRig]
 
@@ -78,6 +82,34 @@ def test_server_killed_and_restarted_during_automatic(
     assert _alarm_seen(rig, "plc.connection")
     for down, again in outages:
         assert rig.spy.setpoint_writes(down, again) == []
+
+
+@pytest.mark.slow
+def test_a_timed_out_subscription_renewal_is_retried_until_the_inputs_are_back(
+    plc_rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in the nightly 100-restart run on a loaded machine: the renewal after a reconnect timed
+    # out, the driver stayed CONNECTED and every input COMM_FAILURE until the next reconnect.
+    failures = {"left": 0}
+    real_open = OpcUaDriver._open
+
+    async def slow_open(self: OpcUaDriver, handle: Any, client: Any) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise TimeoutError
+        await real_open(self, handle, client)
+
+    monkeypatch.setattr(OpcUaDriver, "_open", slow_open)
+    rig = plc_rig_factory("opcua")
+    rig.enter_automatic()
+    failures["left"] = 2  # the renewal after the next reconnect times out twice
+    down = time.monotonic()
+    rig.plant.restart(down_s=0.5)
+    wait_for("the core to leave AUTOMATIC", lambda: rig.core.status().mode is not Mode.AUTOMATIC)
+    wait_for("reconnection", rig.ready, timeout=30)
+    again = rig.enter_automatic()  # refused while the inputs are COMM_FAILURE
+    assert failures["left"] == 0
+    assert rig.spy.setpoint_writes(down, again) == []
 
 
 @pytest.mark.slow

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
 
+from app.agent_runtime.package import write_package
 from app.controllers.ledger import AuditFilter, LedgerReader
-from app.domain import AlarmState, ConnectionState, Mode, RecommendationState, RejectReason, Slot
+from app.controllers.retrain import RetrainFinished, RetrainProgressed, RetrainRequested
+from app.controllers.sync import (
+    CandidateDownloadFailed,
+    CandidateDownloadProgressed,
+    CandidateRefused,
+)
+from app.domain import (
+    AlarmState,
+    ConnectionChanged,
+    ConnectionState,
+    Mode,
+    RecommendationState,
+    RejectReason,
+    Slot,
+)
 from app.ui.agents_panel import RollbackDialog
 from app.ui.alarms_panel import NoteDialog
 from app.ui.mode_panel import ModeConfirmDialog
 from app.ui.recommendation_card import RejectDialog
+from tests.agent_runtime.conftest import manifest_fields
+from tests.agent_runtime.policies import constant_onnx
 from tests.ui.conftest import PASSWORD, Console, F, P, Packages
 
 pytestmark = pytest.mark.slow
@@ -304,3 +323,94 @@ def test_window_fits_a_1366_by_768_screen(c: Console) -> None:
         c.window.tabs.setCurrentIndex(index)
         hint = c.window.minimumSizeHint()
         assert hint.width() <= 1366 and hint.height() <= 768, (index, hint.width(), hint.height())
+
+
+def test_live_shadow_duel_overlays_both_agents_with_divergence_and_gates(
+    c: Console, packages: Packages, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    w = c.window
+    # A candidate proposing a pressure halfway between the PLC's and the active agent's.
+    halfway = round((c.plc(P) + packages.proposal[0]) / 2, 2)
+    out = tmp_path / "ro-ui-c"
+    write_package(
+        out,
+        manifest_fields(version="ro-ui-c", parent_version=None),
+        constant_onnx([halfway, packages.proposal[1]]),
+        signing_key,
+    )
+    c.login("emil")
+    assert c.core.agent is not None
+    verdict = c.result(c.core.agent.load_candidate(out, w.session))
+    assert verdict.accepted, verdict.reason
+    w.tabs.setCurrentWidget(w.agents)
+    duel = w.agents.duel
+    for _ in range(10):
+        c.step()
+        try:
+            c.wait(lambda: len(duel.history) > 0, 3000)
+            break
+        except c.qtbot.TimeoutError:
+            continue  # a step is skipped while inputs settle
+    step = duel.history[-1]
+    assert (step.active.version, step.candidate.version) == ("ro-ui-a", "ro-ui-c")
+    assert step.active_action[P] == pytest.approx(packages.proposal[0], abs=1e-4)
+    assert step.candidate_action is not None
+    assert step.candidate_action[P] == pytest.approx(halfway, abs=1e-4)
+    span = next(t.high - t.low for t in c.core.catalog.setpoints if t.name == P)
+    assert step.divergence[P] == pytest.approx(abs(halfway - packages.proposal[0]) / span, abs=1e-5)
+    assert step.divergence[F] == pytest.approx(0.0, abs=1e-6)
+    # Both agents are drawn for every setpoint, on the GUI thread, from the bus event.
+    _, active_y = duel.curves[(P, "active")].getData()
+    _, candidate_y = duel.curves[(P, "candidate")].getData()
+    assert active_y[-1] == pytest.approx(packages.proposal[0], abs=1e-4)
+    assert candidate_y[-1] == pytest.approx(halfway, abs=1e-4)
+    _, div_y = duel.divergence_curve.getData()
+    assert div_y[-1] == pytest.approx(step.divergence_max)
+    # min_shadow_steps is 1 on this site: one step passes the gates and enables promotion.
+    assert step.gates_passed is True, [g.detail for g in step.gates if not g.passed]
+    assert "gates PASSED" in duel.status.text()
+    assert w.agents.promote_button.isEnabled()
+    statuses = {w.agents.gates.item(r, 0).text(): w.agents.gates.item(r, 1).text()
+                for r in range(w.agents.gates.rowCount())}  # fmt: skip
+    assert statuses.get("shadow_steps") == "passed"
+
+
+def test_cloud_and_endpoint_status_and_candidate_progress_show_on_screen(c: Console) -> None:
+    w = c.window
+    bus = c.core.bus
+    bus.publish(ConnectionChanged("cloud", ConnectionState.CONNECTED, "registry reachable"))
+    bus.publish(ConnectionChanged("endpoint", ConnectionState.RECONNECTING, "HTTP 503"))
+    cloud, endpoint = w.banner.connection_labels["cloud"], w.banner.connection_labels["endpoint"]
+    c.wait(lambda: cloud.text() == "Cloud: connected")
+    c.wait(lambda: endpoint.text() == "Endpoint: RECONNECTING")
+    assert endpoint.property("conn") == "abnormal" and endpoint.toolTip() == "HTTP 503"
+    assert cloud.property("conn") == "connected"
+    bar, label = w.agents.work_bars["candidate"], w.agents.work_labels["candidate"]
+    bus.publish(CandidateDownloadProgressed("ro-7", 250_000, 1_000_000))
+    c.wait(lambda: bar.isVisibleTo(w.agents) and bar.value() == 250)
+    assert "ro-7" in label.text() and "0.2 of 1.0 MB" in label.text()
+    bus.publish(CandidateDownloadProgressed("ro-7", 1_000_000, 1_000_000))
+    c.wait(lambda: "verifying" in label.text())
+    assert bar.maximum() == 0  # busy: verification has no fraction
+    bus.publish(CandidateRefused("ro-7", "signature", "manifest.sig", "untrusted key"))
+    c.wait(lambda: "REFUSED" in label.text())
+    assert "untrusted key" in label.text()
+    bus.publish(CandidateDownloadFailed(None, "connection reset"))
+    c.wait(lambda: "registry unreachable" in label.text())
+
+
+def test_training_status_shows_as_a_progress_bar(c: Console) -> None:
+    w = c.window
+    bar, label = w.agents.work_bars["training"], w.agents.work_labels["training"]
+    bus = c.core.bus
+    bus.publish(RetrainRequested("job-1", 2_880, 20_000))
+    c.wait(lambda: "job-1 requested: 20,000 logged records" in label.text())
+    assert bar.maximum() == 0  # busy until the first progress report
+    bus.publish(RetrainProgressed("job-1", "finetune", 0.25, "5,000 of 20,000 steps"))
+    c.wait(lambda: bar.maximum() == 1000 and bar.value() == 250)
+    assert "finetune, 25 %" in label.text()
+    report = Path("/data/retrain/job-1/report.json")
+    bus.publish(RetrainFinished("job-1", "candidate", "ro-8", report, "gates passed"))
+    c.wait(lambda: "job-1 candidate" in label.text())
+    assert "ro-8" in label.text() and str(report) in label.text()
+    assert not bar.isVisibleTo(w.agents)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import QSettings
+from pytestqt.qtbot import QtBot
+
+from app.config import default_site_path, load_site
+from app.controllers.core import CoreOptions
+from app.ui.app import build_console
+from app.ui.demo import DemoPlant, DemoPlantError, InProcessPlant, demo_site
+from tests.ui.conftest import CHEAP
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +58,41 @@ def test_demo_console_runs_and_hands_back_on_sigterm(tmp_path: Path) -> None:
     assert "console started for site demo-ro" in text
     assert "mode advisory -> off: control core shutting down" in text
     assert (tmp_path / "data" / "demo" / "users.json").exists()
+    # The demo plant ran in its own process and is gone with the console.
+    match = re.search(r"demo plant process (\d+) serving ro", text)
+    assert match is not None, text[-2000:]
+    pid = int(match.group(1))
+    assert pid != proc.pid
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_a_core_that_cannot_start_is_reported_in_the_open_window(
+    qtbot: QtBot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = demo_site(load_site(default_site_path()))
+    runner = InProcessPlant({})
+    runner.ready.set_exception(DemoPlantError("the demo plant did not start: port 4840 taken"))
+    settings = QSettings(str(tmp_path / "console.ini"), QSettings.Format.IniFormat)
+    options = CoreOptions(data_dir=tmp_path / "data", scrypt=CHEAP)
+    console = build_console(
+        site, demo=True, plant=DemoPlant(runner, site), options=options, settings=settings
+    )
+    try:
+        qtbot.waitUntil(console.started.done, timeout=30_000)
+        assert isinstance(console.started.exception(), DemoPlantError)
+        window = console.window
+        qtbot.waitUntil(lambda: "CONTROL CORE NOT STARTED" in window.health_label.text())
+        assert "port 4840 taken" in window.failure_box.text()
+        assert window.isEnabled()  # the window stays usable to read why
+    finally:
+        console.stop()
+    assert console.core.agent is None  # the core never started
+    caplog.clear()  # the error logged above is the expected one

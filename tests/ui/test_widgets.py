@@ -9,16 +9,20 @@ from datetime import UTC, datetime
 import numpy as np
 import PySide6
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPainter
 from pytestqt.qtbot import QtBot
 
+from app.agent_runtime.shadow import GateCheck
+from app.controllers.messages import ShadowStepped
 from app.controllers.snapshot import TagState
 from app.controllers.trend_buffer import TrendBuffer
-from app.domain import Quality, Sample
+from app.domain import AgentVersion, Quality, Sample
 from app.plant.catalog import RO_CATALOG
 from app.ui.overview_panel import describe, format_age, format_value
 from app.ui.pyside_guard import affected
 from app.ui.recommendation_card import GaugeWidget, short_name
+from app.ui.shadow_duel import ShadowDuelView, gate_status_text
 from app.ui.trends_panel import RO_PLOTS, TrendsPanel, default_plots, step_arrays
 
 
@@ -144,3 +148,81 @@ def test_demo_accounts_log_in_with_the_passwords_the_dialog_shows(tmp_path) -> N
         assert users[name].role is role and verify_password(password, users[name].password_hash)
         assert f"{name} / {password}" in demo_hint()
     AuthService(UserStore(tmp_path / USERS_FILE)).login("operator", "operator-demo")
+
+
+def _shadow_step(
+    n: int, candidate: str, cand_p: float | None, passed: bool, active_p: float = 12.0
+) -> ShadowStepped:
+    a = AgentVersion("ro", "ro-a", "a" * 64)
+    c = AgentVersion("ro", candidate, "c" * 64)
+    span = 45.0
+    cand_action = None if cand_p is None else {"feed_pressure_sp_bar": cand_p}
+    div = {} if cand_p is None else {"feed_pressure_sp_bar": abs(cand_p - active_p) / span}
+    gate = GateCheck("shadow_steps", passed, float(n), 3.0, f"{n} shadow steps, 3 required")
+    return ShadowStepped(
+        step=n,
+        step_at=datetime(2026, 1, 1, 12, n, tzinfo=UTC),
+        active=a,
+        candidate=c,
+        active_action={"feed_pressure_sp_bar": active_p},
+        candidate_action=cand_action,
+        divergence=div,
+        divergence_max=max(div.values(), default=0.0),
+        active_uncertainty=None,
+        candidate_uncertainty=None,
+        candidate_error=None if cand_p is not None else "runtime error",
+        shadow_steps=n,
+        gates_passed=passed,
+        gates=(gate,),
+    )
+
+
+def test_shadow_duel_overlays_steps_marks_gates_and_restarts_for_a_new_pair(
+    qtbot: QtBot,
+) -> None:
+    view = ShadowDuelView()
+    qtbot.addWidget(view)
+    view.add_step(_shadow_step(1, "ro-b", 12.9, False))
+    view.add_step(_shadow_step(2, "ro-b", None, False))  # the candidate failed this step
+    view.add_step(_shadow_step(3, "ro-b", 12.45, True))
+    _, active = view.curves[("feed_pressure_sp_bar", "active")].getData()
+    _, cand = view.curves[("feed_pressure_sp_bar", "candidate")].getData()
+    _, div = view.divergence_curve.getData()
+    assert list(active) == [12.0, 12.0, 12.0]
+    assert cand[0] == 12.9 and math.isnan(cand[1]) and cand[2] == 12.45
+    assert div[0] == pytest.approx(0.9 / 45) and math.isnan(div[1])
+    assert div[2] == pytest.approx(0.45 / 45)
+    # One marker per answered step; filled only once the gates pass.
+    spots = view.gate_markers.points()
+    assert len(spots) == 2
+    assert spots[0].brush().style() == Qt.BrushStyle.NoBrush
+    assert spots[1].brush().style() != Qt.BrushStyle.NoBrush
+    assert "gates PASSED" in view.status.text()
+    failed = gate_status_text(_shadow_step(2, "ro-b", None, False))
+    assert "CANDIDATE FAILED (runtime error)" in failed and "not passed (shadow_steps)" in failed
+    view.add_step(_shadow_step(4, "ro-c", 12.0, False))  # a new candidate: a new duel
+    assert [e.candidate.version for e in view.history] == ["ro-c"]
+    assert len(view.curves[("feed_pressure_sp_bar", "active")].getData()[0]) == 1
+    view.clear()
+    assert not view.history and view.status.text() == "No candidate in shadow."
+
+
+def test_work_rows_show_fractions_busy_and_refuse_unknown_kinds(qtbot: QtBot) -> None:
+    from concurrent.futures import Future
+
+    from app.ui.agents_panel import AgentsPanel
+    from app.ui.bridge import UiBridge
+
+    bridge = UiBridge()
+    panel = AgentsPanel(lambda: Future(), bridge)
+    qtbot.addWidget(panel)
+    panel.set_work("training job j1: rollouts", 0.42, 1.0, kind="training")
+    bar = panel.work_bars["training"]
+    assert (bar.maximum(), bar.value()) == (1000, 420)
+    panel.set_work("training job j1: evaluating", kind="training", busy=True)
+    assert bar.maximum() == 0
+    panel.set_work("training job j1 succeeded", kind="training")
+    assert not bar.isVisibleTo(panel) and "succeeded" in panel.work_labels["training"].text()
+    assert panel.work_labels["candidate"].text() == "No candidate download."
+    with pytest.raises(KeyError, match="'upload'"):
+        panel.set_work("x", kind="upload")

@@ -49,6 +49,7 @@ def test_demo_site_is_valid_and_documents_every_key() -> None:
         cfg.ModePolicy,
         cfg.AgentSettings,
         cfg.CloudSettings,
+        cfg.RetrainSettings,
         cfg.OpcUaConnection,
         cfg.ModbusConnection,
         cfg.SiteInfo,

@@ -145,6 +145,12 @@ def _washout_tables(cells: int, theta_max: float, points: int) -> tuple[FloatArr
 _THETA, _REMAINING, _OUTLET = _washout_tables(PURGE_CELLS, 3.0, 1201)
 
 
+def _per_plant(value: FloatArray | float, n: int) -> FloatArray:
+    """``value`` as float64 of shape ``(n,)`` (a read-only broadcast unless it already is)."""
+    arr = np.asarray(value, dtype=np.float64)
+    return arr if arr.shape == (n,) else np.broadcast_to(arr, (n,))
+
+
 def conductivity_uscm(tds_gl: FloatArray) -> FloatArray:
     """Conductivity at 25 °C of an NaCl-equivalent solution, ``EC = 1900·c^0.92`` µS/cm [J].
 
@@ -726,8 +732,8 @@ class HsbroModel(ProcessModel):
                 raise ValueError(
                     f"hsbro has no writable tag {key!r}; writable: {sorted(self._accepted)}"
                 )
-            arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
-            if not np.all(np.isfinite(arr)):
+            arr = _per_plant(value, n)
+            if not np.isfinite(arr).all():
                 raise ValueError(f"hsbro setpoint {key!r} is not finite: {value!r}")
             values[key] = arr
         requested = {key: s[key] for key in ("sp_s", "sp_r", "sp_f")}
@@ -748,7 +754,7 @@ class HsbroModel(ProcessModel):
         def get(key: str) -> FloatArray | None:
             if key not in disturbances:
                 return None
-            arr = np.broadcast_to(np.asarray(disturbances[key], dtype=np.float64), (n,))
+            arr = _per_plant(disturbances[key], n)
             low, high = self.disturbance_ranges[key]
             if not np.all(np.isfinite(arr)) or np.any((arr < low) | (arr > high)):
                 raise ValueError(

@@ -8,6 +8,8 @@ from app.plant.models.ro import RoModel
 from app.plant.models.uf import UfModel
 
 MODEL_CLASSES: dict[str, type[ProcessModel]] = {"ro": RoModel, "hsbro": HsbroModel, "uf": UfModel}
+"""Process name → model class. ``md`` adds one entry here when its model lands (with its catalogue
+in ``CATALOGS``, prices in ``economics.PRICES`` and baselines in ``baselines._registry``)."""
 
 
 def model_class(process: str) -> type[ProcessModel]:

@@ -25,6 +25,7 @@ back-pressure.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -53,6 +54,8 @@ _VELOCITY_FACTOR_RANGE = (0.2, 5.0)
 _MAX_CP_EXPONENT = 50.0
 """Cap of J/k_f inside the fixed point: a transient warm start at a stagnant tail must not overflow."""
 _MIN_FLOW_M3H = 1e-6
+_TCF_K_WARM, _TCF_K_COLD = 2640.0, 3020.0
+"""K of ``kpi.temperature_correction_factor`` (RO-8), for the one-plant float path."""
 _MIN_TDS_GL = 1e-6
 
 
@@ -405,8 +408,173 @@ def _march_expr(ch: _Channel, flux: F64, c_mem: F64, q_mid: F64, n_iter: int, s:
     np.copyto(s.dp, dp)
 
 
+def _march_scalar(
+    ch: _Channel, flux: F64, c_mem: F64, q_mid: F64, n_iter: int, s: _Scratch
+) -> None:
+    """The march of :func:`_march_expr` for one plant, on Python floats with :mod:`math`.
+
+    Same operations in the same order; results equal the array path within a few ulp
+    (``math.exp`` and ``**`` are not numpy's kernels; tested to 1e-9). For one plant numpy's
+    per-call overhead is most of the cost of an array operation, so floats are ~20x faster. Any
+    floating-point exception (a pathological input) falls back to the array path, which turns it
+    into inf/NaN as before.
+    """
+    try:
+        _march_floats(ch, flux, c_mem, q_mid, n_iter, s)
+    except (ArithmeticError, ValueError, TypeError):
+        _march_expr(ch, flux, c_mem, q_mid, n_iter, s)
+
+
+def _march_floats(
+    ch: _Channel, flux: F64, c_mem: F64, q_mid: F64, n_iter: int, s: _Scratch
+) -> None:
+    exp = math.exp
+    q, salt, head, dp = float(ch.q_in[0]), float(ch.salt_in[0]), float(ch.head[0]), 0.0
+    b_t, pi1, pi2, pi3 = float(ch.b_t[0]), float(ch.pi1[0]), float(ch.pi2[0]), float(ch.pi3[0])
+    keep, half_area, min_out = float(ch.keep[0]), float(ch.half_area[0]), float(ch.min_out[0])
+    k_coef, fa2, fa1, half = float(ch.k_coef[0]), float(ch.fa2[0]), float(ch.fa1[0]), 0.5
+    x_cap, cap, seg_area = float(ch.x_cap[0]), float(ch.cap[0]), float(ch.seg_area[0])
+    oas, kf_divs, dp_mults = ch.omega_a[:, 0].tolist(), ch.kf_div[:, 0].tolist(), ch.dp_mult[:, 0]
+    dp_mults_l = dp_mults.tolist()
+    js = flux[:, 0].tolist()
+    n_seg = len(js)
+    out_j, out_c, out_q = [0.0] * n_seg, [0.0] * n_seg, [0.0] * n_seg
+    for i in range(n_seg):
+        j, oa = js[i], oas[i]
+        qm = q - j * half_area
+        floor = min_out * q
+        if not qm >= floor:  # np.maximum: NaN propagates from either side
+            qm = floor if qm == qm else qm
+        c_b = salt / qm
+        inv_kf = kf_divs[i] / (qm**_SH_EXP * k_coef)
+        dp_seg = (fa2 * qm + fa1) * qm * dp_mults_l[i]
+        oa_head = oa * (head - half * dp_seg)
+        head = head - dp_seg
+        dp = dp + dp_seg
+        r = c_m = c_b
+        for _ in range(n_iter):
+            x = j * inv_kf
+            e = exp(x if x < x_cap or x != x else x_cap)
+            r = c_b * e / (b_t * e + j)
+            jr = j * r
+            c_m = b_t * r + jr
+            d_pi = (c_m * pi3 + pi2) * c_m * c_m + pi1 * jr
+            j = keep * j + oa_head - oa * d_pi
+            if not j >= 0.0:
+                j = 0.0 if j == j else j
+        top = cap * q
+        if not j <= top:
+            j = top if j == j else j
+        out_j[i], out_c[i], out_q[i] = j, c_m, qm
+        perm = j * seg_area
+        q = q - perm
+        salt = salt - perm * (b_t * r)
+    flux[:, 0] = out_j
+    c_mem[:, 0] = out_c
+    q_mid[:, 0] = out_q
+    s.q[0], s.salt[0], s.dp[0] = q, salt, dp
+
+
 _BUFFERED_MIN_PLANTS = 32
 """From this many plants on, :func:`_march` (preallocated outputs) beats :func:`_march_expr`."""
+
+
+def _outputs(
+    ch: _Channel, p: Mapping[str, F64], q_out: F64, salt_out: F64, dp: F64
+) -> tuple[F64, ...]:
+    """Train outputs (:data:`_OUTPUTS` order) from the channel solve of one vessel."""
+    n_ves = p["n_vessels"]
+    perm = ch.q_in - q_out
+    c_p = np.divide(ch.salt_in - salt_out, perm, out=np.zeros_like(perm), where=perm > 0.0)
+    q_f = ch.q_in * (n_ves / M3H)
+    q_c = q_out * (n_ves / M3H)
+    q_p = q_f - q_c
+    p_f = ch.head / BAR + p["permeate_pressure_bar"]
+    dp_bar = dp / BAR
+    p_c = p_f - dp_bar
+    p_0 = p["pump_inlet_pressure_bar"]
+    erd = p["erd_efficiency"]
+    hydraulic_kw = (q_f * (p_f - p_0) - erd * q_c * np.maximum(p_c - p_0, 0.0)) * (BAR * M3H / 1e3)
+    q_pump = np.where(erd > 0.0, q_p, q_f) / p["pump_rated_flow_m3h"]
+    speed2 = np.maximum(p_f - p_0, 0.0) / p["pump_shutoff_head_bar"] + 0.2 * q_pump * q_pump
+    valve = q_c / (p["conc_valve_kv"] * np.sqrt(np.maximum(p_c, 1e-3)))
+    return (
+        p_f,
+        p_c,
+        dp_bar,
+        q_f,
+        q_p,
+        q_c,
+        c_p,
+        salt_out / q_out,
+        c_p * (1e3 / p["tds_per_conductivity"]),
+        100.0 * np.sqrt(np.minimum(speed2, 1.0)),
+        np.maximum(hydraulic_kw, 0.0) / p["pump_efficiency"],
+        100.0 * np.minimum(valve, 1.0),
+        100.0 * q_p / q_f,
+    )
+
+
+def _outputs_floats(
+    ch: _Channel, p: Mapping[str, F64], q_out_a: F64, salt_out_a: F64, dp_a: F64
+) -> tuple[F64, ...] | None:
+    """:func:`_outputs` for one plant on Python floats (same operations and order).
+
+    ``None`` on a floating-point exception: the caller then takes the array path.
+    """
+    try:
+        q_in, salt_in, head = float(ch.q_in[0]), float(ch.salt_in[0]), float(ch.head[0])
+        q_out, salt_out, dp = float(q_out_a[0]), float(salt_out_a[0]), float(dp_a[0])
+        n_ves = float(p["n_vessels"][0])
+        perm = q_in - q_out
+        c_p = (salt_in - salt_out) / perm if perm > 0.0 else 0.0
+        q_f = q_in * (n_ves / M3H)
+        q_c = q_out * (n_ves / M3H)
+        q_p = q_f - q_c
+        p_f = head / BAR + float(p["permeate_pressure_bar"][0])
+        dp_bar = dp / BAR
+        p_c = p_f - dp_bar
+        p_0 = float(p["pump_inlet_pressure_bar"][0])
+        erd = float(p["erd_efficiency"][0])
+        hydraulic_kw = (q_f * (p_f - p_0) - erd * q_c * _fmax(p_c - p_0, 0.0)) * (BAR * M3H / 1e3)
+        q_pump = (q_p if erd > 0.0 else q_f) / float(p["pump_rated_flow_m3h"][0])
+        speed2 = (
+            _fmax(p_f - p_0, 0.0) / float(p["pump_shutoff_head_bar"][0]) + 0.2 * q_pump * q_pump
+        )
+        valve = q_c / (float(p["conc_valve_kv"][0]) * math.sqrt(_fmax(p_c, 1e-3)))
+        values = (
+            p_f,
+            p_c,
+            dp_bar,
+            q_f,
+            q_p,
+            q_c,
+            c_p,
+            salt_out / q_out,
+            c_p * (1e3 / float(p["tds_per_conductivity"][0])),
+            100.0 * math.sqrt(_fmin(speed2, 1.0)),
+            _fmax(hydraulic_kw, 0.0) / float(p["pump_efficiency"][0]),
+            100.0 * _fmin(valve, 1.0),
+            100.0 * q_p / q_f,
+        )
+    except (ArithmeticError, ValueError):
+        return None
+    # One (13, 1) array, handed out row by row: each output is its own (1,) view.
+    return tuple(np.array(values).reshape(len(values), 1))
+
+
+def _fmax(a: float, b: float) -> float:
+    """``np.maximum`` on floats: NaN if either is NaN."""
+    if a != a or b != b:
+        return math.nan
+    return a if a >= b else b
+
+
+def _fmin(a: float, b: float) -> float:
+    """``np.minimum`` on floats: NaN if either is NaN."""
+    if a != a or b != b:
+        return math.nan
+    return a if a <= b else b
 
 
 class RoModel(ProcessModel):
@@ -701,6 +869,10 @@ class RoModel(ProcessModel):
 
     def _channel(self, idx: npt.NDArray[np.intp] | None, p_bar: F64, q_m3h: F64) -> _Channel:
         """Channel-solve inputs at the current temperature, feed and fouling state."""
+        if idx is None and self.n == 1:
+            one = self._channel_one(p_bar, q_m3h)
+            if one is not None:
+                return one
         if idx is None:
             p, g, d = self._p, self._g, self._dist
             r_tot = self._r_rev + self._r_irr
@@ -742,6 +914,75 @@ class RoModel(ProcessModel):
             dp_mult=1.0 + p["dp_fouling_factor"] * ratio,
         )
 
+    def _channel_one(self, p_bar: F64, q_m3h: F64) -> _Channel | None:
+        """:meth:`_channel` for one plant: the per-plant scalars on floats (same formulas).
+
+        ``None`` on a floating-point exception (the caller then takes the array path).
+        """
+        p, g, d = self._p, self._g, self._dist
+        try:
+            t_c = float(d["feed_temperature_c"][0])
+            t_k = t_c + kpi.KELVIN
+            k_tcf = _TCF_K_WARM if t_c >= kpi.REFERENCE_TEMPERATURE_C else _TCF_K_COLD
+            tcf = math.exp(k_tcf * (1.0 / (kpi.REFERENCE_TEMPERATURE_C + kpi.KELVIN) - 1.0 / t_k))
+            mu_rel = 10.0 ** (247.8 / (t_k - 140.0) - 247.8 / (298.15 - 140.0))
+            diff = float(p["nacl_diffusivity_m2_s"][0]) * (t_k / 298.15) / mu_rel
+            rho = 9.999e2 + t_c * (2.034e-2 + t_c * (-6.162e-3 + t_c * (2.261e-5 - 4.657e-8 * t_c)))
+            pi_coef = rho * t_k
+            b1, b2, b3 = OSMOTIC_POLY
+            q = float(q_m3h[0])
+            q_in = _fmax(q, _MIN_FLOW_M3H) * M3H / float(p["n_vessels"][0])
+            q_rel = q / float(p["pump_rated_flow_m3h"][0])
+            shape = 1.0 - 0.2 * q_rel * q_rel
+            head = float(p["pump_shutoff_head_bar"][0]) * _fmax(shape, 0.0)
+            p_max = float(p["pump_inlet_pressure_bar"][0]) + head
+            p_sp = float(p_bar[0])
+            p_in = _fmin(p_sp, p_max)
+            b_t = float(p["salt_permeability_m_s"][0]) * tcf ** float(p["salt_tcf_exponent"][0])
+            k_coef = float(g["k_geo"][0]) * diff ** (1.0 - _SH_EXP)
+            fa1 = float(g["fa1_per_mu"][0]) * float(p["viscosity_pa_s"][0]) * mu_rel
+            scalars = np.array(
+                [
+                    (p_in - float(p["permeate_pressure_bar"][0])) * BAR,
+                    q_in,
+                    q_in * float(d["feed_tds_gl"][0]),
+                    b_t,
+                    k_coef,
+                    fa1,
+                    pi_coef * b1,
+                    pi_coef * b2,
+                    pi_coef * b3,
+                ]
+            ).reshape(9, 1)
+            if not np.isfinite(scalars).all() or not math.isfinite(tcf):
+                return None
+        except (ArithmeticError, ValueError):
+            return None
+        ratio = (self._r_rev + self._r_irr) * g["a25"]
+        return _Channel(
+            head=scalars[0],
+            q_in=scalars[1],
+            salt_in=scalars[2],
+            seg_area=g["seg_area"],
+            half_area=g["half_area"],
+            cap=g["cap"],
+            b_t=scalars[3],
+            k_coef=scalars[4],
+            fa2=g["fa2"],
+            fa1=scalars[5],
+            pi1=scalars[6],
+            pi2=scalars[7],
+            pi3=scalars[8],
+            half=g["half"],
+            keep=g["keep"],
+            zero=g["zero"],
+            min_out=g["min_out"],
+            x_cap=g["x_cap"],
+            omega_a=(self.relaxation * g["a25"] * tcf) / (1.0 + ratio * tcf),
+            kf_div=1.0 + p["cake_cp_factor"] * ratio,
+            dp_mult=1.0 + p["dp_fouling_factor"] * ratio,
+        )
+
     @staticmethod
     def _max_pump_pressure(p: Mapping[str, F64], q_m3h: F64) -> F64:
         """Discharge pressure at full pump speed and flow ``q_m3h`` (VFD saturation)."""
@@ -764,41 +1005,15 @@ class RoModel(ProcessModel):
         scratch = self._scratch.get(ch.q_in.size)
         if scratch is None:
             scratch = self._scratch[ch.q_in.size] = _Scratch(ch.q_in.size)
-        march = _march if ch.q_in.size >= _BUFFERED_MIN_PLANTS else _march_expr
+        size = ch.q_in.size
+        march = (
+            _march if size >= _BUFFERED_MIN_PLANTS else _march_scalar if size == 1 else _march_expr
+        )
         march(ch, flux, c_mem, q_mid, n_iter, scratch)
         q_out, salt_out, dp = scratch.q.copy(), scratch.salt.copy(), scratch.dp.copy()
-        n_ves = p["n_vessels"]
-        perm = ch.q_in - q_out
-        c_p = np.divide(ch.salt_in - salt_out, perm, out=np.zeros_like(perm), where=perm > 0.0)
-        q_f = ch.q_in * (n_ves / M3H)
-        q_c = q_out * (n_ves / M3H)
-        q_p = q_f - q_c
-        p_f = ch.head / BAR + p["permeate_pressure_bar"]
-        dp_bar = dp / BAR
-        p_c = p_f - dp_bar
-        p_0 = p["pump_inlet_pressure_bar"]
-        erd = p["erd_efficiency"]
-        hydraulic_kw = (q_f * (p_f - p_0) - erd * q_c * np.maximum(p_c - p_0, 0.0)) * (
-            BAR * M3H / 1e3
-        )
-        q_pump = np.where(erd > 0.0, q_p, q_f) / p["pump_rated_flow_m3h"]
-        speed2 = np.maximum(p_f - p_0, 0.0) / p["pump_shutoff_head_bar"] + 0.2 * q_pump * q_pump
-        valve = q_c / (p["conc_valve_kv"] * np.sqrt(np.maximum(p_c, 1e-3)))
-        values = (
-            p_f,
-            p_c,
-            dp_bar,
-            q_f,
-            q_p,
-            q_c,
-            c_p,
-            salt_out / q_out,
-            c_p * (1e3 / p["tds_per_conductivity"]),
-            100.0 * np.sqrt(np.minimum(speed2, 1.0)),
-            np.maximum(hydraulic_kw, 0.0) / p["pump_efficiency"],
-            100.0 * np.minimum(valve, 1.0),
-            100.0 * q_p / q_f,
-        )
+        values = _outputs_floats(ch, p, q_out, salt_out, dp) if size == 1 else None
+        if values is None:
+            values = _outputs(ch, p, q_out, salt_out, dp)
         o = self._out
         if idx is None:
             for name, v in zip(_OUTPUTS, values, strict=True):
@@ -836,7 +1051,8 @@ class RoModel(ProcessModel):
                 raise ValueError(
                     f"{kind} {name!r} must be a scalar or have shape ({self.n},), got {arr.shape}"
                 ) from None
-        if not np.isfinite(arr).all():
+        # One plant: math.isfinite skips numpy's reduction machinery (a third of this call).
+        if not (math.isfinite(arr[0]) if self.n == 1 else np.isfinite(arr).all()):
             raise ValueError(f"{kind} {name!r} must be finite, got {arr}")
         return arr
 
@@ -1023,8 +1239,8 @@ class RoModel(ProcessModel):
         a25 = self._g["a25"]
         ratio = (self._r_rev + self._r_irr) * a25
         return {
-            "fouling_ratio": ratio.mean(axis=0),
-            "irreversible_fouling_ratio": (self._r_irr * a25).mean(axis=0),
+            "fouling_ratio": _mean_over_segments(ratio),
+            "irreversible_fouling_ratio": _mean_over_segments(self._r_irr * a25),
             "fouling_ratio_profile": ratio.T,
             "flux_lmh_profile": (self._flux * 3.6e6).T,
             "membrane_conc_gl_profile": self._c_mem.T.copy(),
@@ -1035,6 +1251,14 @@ class RoModel(ProcessModel):
             "cip_remaining_h": self._cip_remaining_s / 3600.0,
             "tripped": self._tripped.astype(np.float64),
         }
+
+
+def _mean_over_segments(profile: F64) -> F64:
+    """``profile.mean(axis=0)`` bit for bit (numpy's own sum, then divide).
+
+    Skips ``mean``'s Python wrapper: the environments call :meth:`RoModel.hidden` every step.
+    """
+    return np.asarray(np.add.reduce(profile, axis=0) / profile.shape[0], dtype=np.float64)
 
 
 def _actuate(

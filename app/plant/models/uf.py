@@ -100,6 +100,12 @@ _COMMANDS: Final = ("bw_request", "ceb_request", "cip_request")
 _MIN_CYCLE_S: Final = 60.0 * float(_CYCLE.plc_low or 20.0)
 
 
+def _per_plant(value: FloatArray | float, n: int) -> FloatArray:
+    """``value`` as float64 of shape ``(n,)`` (a read-only broadcast unless it already is)."""
+    arr = np.asarray(value, dtype=np.float64)
+    return arr if arr.shape == (n,) else np.broadcast_to(arr, (n,))
+
+
 def viscosity_pa_s(temp_c: FloatArray) -> FloatArray:
     """Water viscosity ``2.414e-5·10^(247.8/(T - 140))`` Pa·s, T in K (RO-8 [P8])."""
     return np.asarray(2.414e-5 * 10.0 ** (247.8 / (np.asarray(temp_c) + 273.15 - 140.0)))
@@ -298,10 +304,11 @@ class UfModel(ProcessModel):
         bw = run & (state == BACKWASH)
         ceb = run & (state == CEB)
         cip = run & (state == CIP)
-        t_end = np.select(
-            [filt, bw, ceb, cip],
-            [60.0 * s["sp_cycle_min"] - s["t_cycle"], s["sp_bw_s"], p["ceb_s"], p["cip_s"]],
-            default=0.0,
+        # np.select of the four exclusive states, as nested wheres (a third of select's cost).
+        t_end = np.where(
+            filt,
+            60.0 * s["sp_cycle_min"] - s["t_cycle"],
+            np.where(bw, s["sp_bw_s"], np.where(ceb, p["ceb_s"], np.where(cip, p["cip_s"], 0.0))),
         )
         t_end = np.where(filt, t_end, t_end - s["t_state"])
         seg = np.where(run, np.clip(t_end, 0.0, budget), 0.0)
@@ -434,8 +441,8 @@ class UfModel(ProcessModel):
                 raise ValueError(
                     f"uf has no writable tag {key!r}; writable: {sorted(self._accepted)}"
                 )
-            arr = np.broadcast_to(np.asarray(raw, dtype=np.float64), (n,))
-            if not np.all(np.isfinite(arr)):
+            arr = _per_plant(raw, n)
+            if not np.isfinite(arr).all():
                 raise ValueError(f"uf setpoint {key!r} is not finite: {raw!r}")
             values[key] = arr
         clipped = np.zeros(n)
@@ -448,11 +455,7 @@ class UfModel(ProcessModel):
         dist = {}
         for key, default in self.disturbance_defaults.items():
             raw_d = disturbances.get(key)
-            dist[key] = (
-                np.full(n, default)
-                if raw_d is None
-                else np.broadcast_to(np.asarray(raw_d, dtype=np.float64), (n,))
-            )
+            dist[key] = np.full(n, default) if raw_d is None else _per_plant(raw_d, n)
         self._check_disturbances(dist)
         s["turbidity"] = dist["feed_turbidity_ntu"].copy()
         s["temp_c"] = dist["feed_temperature_c"].copy()
@@ -497,7 +500,7 @@ class UfModel(ProcessModel):
         budget = np.where(running, dt_s, 0.0)
         # Each filtration lasts >= 20 min unless commanded, so this bounds the events per step.
         for _ in range(2 * math.ceil(dt_s / _MIN_CYCLE_S) + 4):
-            if not np.any(budget > 0.0):
+            if not (budget > 0.0).any():
                 break
             self._segment(budget, mu, acc)
             budget = np.where(s["tripped"] >= 0.5, 0.0, budget)

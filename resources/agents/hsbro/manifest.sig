@@ -1,0 +1,1 @@
+{"algorithm":"ed25519","key":"a7175c2a3199fef8765991189412f25001ceb4f02c0a207d81d909f95d98dfe0","signature":"gH1Hr1xeGJVX5YyTlMFhnUY62pDquQlK3p4MZufNt7RgEJqN/R8KEMQQ9S9yHacryGrupDnQpHEJvaejSnnvCA=="}

@@ -1,0 +1,1 @@
+{"algorithm":"ed25519","key":"a7175c2a3199fef8765991189412f25001ceb4f02c0a207d81d909f95d98dfe0","signature":"WcRRgg0wJTjx9MYgUaRpTwZSq7xZJUKEJZ+wiC/qoTR+6nZldBcJ/BeutEasT46ehhrt5dVLVpGpMVrMGQepBQ=="}
