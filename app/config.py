@@ -235,6 +235,12 @@ class RollbackConfig(_Model):
     """CUSUM decision threshold, in baseline standard deviations."""
     cusum_min_sigma_frac: float = Field(default=0.02, gt=0, le=1)
     """Floor of the baseline standard deviation, as a fraction of the baseline mean."""
+    paired: bool = True
+    """Compare the promoted agent with the previous one on the live-aligned twin at every step."""
+    paired_tolerance: float = Field(default=0.02, gt=0, le=1)
+    """Relative loss of economic rate that counts as one unit of the paired CUSUM."""
+    paired_min_eur_h: float = Field(default=0.1, gt=0, allow_inf_nan=False)
+    """Floor of that unit, in EUR/h."""
     constraint_hit_rate: float = Field(default=0.25, ge=0, le=1)
     """Share of proposals refused by the safety envelope that fires (0: off)."""
     abstention_rate: float = Field(default=0.5, ge=0, le=1)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.training.evaluate import prepare, run_policy
     from app.training.export import GraphSpec, export_onnx, vecnorm_stats
     from app.training.recipes import recipe_for
-    from app.training.sb3 import algo_kwargs, bias_commands, set_threads
+    from app.training.sb3 import algo_kwargs, bias_commands, set_threads, silence_logger
     from app.training.train import hold_tags
     from app.training.vec import make_vec_env
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = algo_kwargs(recipe, "ppo", recipe.n_envs)
     env, _ = make_vec_env(recipe, recipe.n_envs, args.seed, gamma=float(kwargs["gamma"]))
     model = PPO("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu", **kwargs)
+    silence_logger(model)  # no TensorBoard here: no SB3-* folder in the temp dir either
     bias_commands(model, recipe)
     cat = CATALOGS[process]
     action = ActionSpec.from_catalog(cat, cat.agent_period_s)

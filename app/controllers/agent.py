@@ -55,6 +55,7 @@ from app.agent_runtime.host import (
     fallback_events,
 )
 from app.agent_runtime.shadow import GateReport, GateThresholds
+from app.agent_runtime.twin import PreviewResult
 from app.config import ControlSettings, ModePolicy, TagLimits
 from app.controllers import alarm_points as ap
 from app.controllers.agent_rollback import KpiHistory, RollbackSettings, RollbackWatch, Trip
@@ -107,6 +108,7 @@ KpiSource = Callable[[Snapshot], float | None]
 """The step KPI watched by the CUSUM trigger (lower is better), from the snapshot."""
 
 _SKIP_ALARM_AFTER = 3
+_PREVIOUS_EVENTS = (FallbackEvent.PREVIOUS_OK, FallbackEvent.PREVIOUS_ERROR)
 
 
 def specific_energy(snapshot: Snapshot) -> float | None:
@@ -392,7 +394,9 @@ class AgentController:
             self._skip("inputs not usable")
             return
         last = {**self._plant.current_setpoints(), **self._last_applied}
-        include_previous = self.chain.state is FallbackState.PREVIOUS_LOCAL
+        chain_previous = self.chain.state is FallbackState.PREVIOUS_LOCAL
+        # The paired rollback trigger needs the previous agent's answer on the same observation.
+        include_previous = chain_previous or self._paired_watch() is not None
         self.counters.inferences += 1
         future = self.host.infer(dict(snap.samples), last, include_previous=include_previous)
         self._inflight = future
@@ -400,12 +404,14 @@ class AgentController:
         self.delivered = delivered
 
         def deliver(done: Future[InferenceResult]) -> None:
-            self._ctx.post(partial(self._on_result, snap, done))
+            self._ctx.post(partial(self._on_result, snap, done, chain_previous))
             delivered.set_result(None)
 
         future.add_done_callback(deliver)
 
-    def _on_result(self, snap: Snapshot, done: Future[InferenceResult]) -> None:
+    def _on_result(
+        self, snap: Snapshot, done: Future[InferenceResult], chain_previous: bool = False
+    ) -> None:
         if not self._accepting:
             return
         exc = done.exception()
@@ -425,9 +431,12 @@ class AgentController:
         if result is not None and not result.active.ok:
             detail = result.active.error or ""
         for event in fallback_events(done):
+            if not chain_previous and event in _PREVIOUS_EVENTS:
+                continue  # asked for the paired watch only: not the chain's business
             self._feed_chain(event, detail)
         if result is not None:
             self._after_shadow(result, snap)
+            self._paired_step(result, snap)
         source = self._source(result)
         if source is None:
             if self.chain.state is FallbackState.CLOUD and self._cloud is not None:
@@ -1265,6 +1274,42 @@ class AgentController:
             answer.set_result(
                 SwapVerdict(swap.accepted, kind, swap.reason, v.active, v.previous, v.candidate)
             )
+
+    def _paired_watch(self) -> RollbackWatch | None:
+        """The armed watch if it compares with the previous agent, else ``None``."""
+        watch = self._watch
+        if (
+            watch is None
+            or not watch.settings.paired
+            or watch.agent != self.host.versions.active
+            or self.host.versions.previous is None
+        ):
+            return None
+        return watch
+
+    def _paired_step(self, result: InferenceResult, snap: Snapshot) -> None:
+        watch = self._paired_watch()
+        previous = None if result.previous is None else result.previous.action
+        active = result.active.action
+        if watch is None or previous is None or active is None:
+            return
+        last = {**self._plant.current_setpoints(), **self._last_applied}
+        future = self.host.preview(
+            dict(snap.samples),
+            {"active": active, "previous": previous},
+            last,
+        )
+        future.add_done_callback(lambda f: self._ctx.post(partial(self._on_paired, watch, f)))
+
+    def _on_paired(self, watch: RollbackWatch, fut: Future[PreviewResult]) -> None:
+        if fut.exception() is not None:
+            log.warning("paired rollback preview failed: %s", fut.exception())
+            return
+        result = fut.result()
+        if self._watch is not watch or not result.available:
+            return
+        new, old = result.scenarios["active"].kpi_eur_h, result.scenarios["previous"].kpi_eur_h
+        self._trip(watch.paired(new, old))
 
     def _watch_step(self, snap: Snapshot, *, abstained: bool, hit: bool) -> None:
         kpi = self._kpi(snap)

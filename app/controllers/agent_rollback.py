@@ -5,7 +5,14 @@ and fires the first trigger that trips:
 
 - ``cusum_sec``: a one-sided CUSUM on the step's specific energy consumption normalised by the
   baseline measured under the previous agent (``S = max(0, S + (x − μ)/σ − k)``, fires at
-  ``S > h``); with a reward source, the same CUSUM on the negated reward;
+  ``S > h``);
+- ``paired_kpi``: at every watched step the previous agent (still loaded) answers the same
+  observation, and the live-aligned twin (``app.agent_runtime.twin``: fouling and salt passage refit
+  to the plant's measurements at this step) predicts the economic rate of both proposals; a
+  one-sided CUSUM on the promoted agent's loss, in units of ``paired_tolerance`` of the previous
+  agent's rate, fires at ``S > h``. Both agents are judged from the same live state, so feed
+  drift (temperature, salinity, demand) cancels, which the SEC baseline from before the promotion
+  cannot do;
 - ``constraint_hits``: share of steps whose proposal the safety envelope refused;
 - ``abstention``: share of steps on which the agent abstained (uncertainty or OOD);
 - ``operator_rejections``: share of the agent's decided recommendations that operators rejected.
@@ -37,6 +44,10 @@ class RollbackSettings:
         cusum_k: CUSUM slack, in baseline standard deviations.
         cusum_h: CUSUM decision threshold, in baseline standard deviations.
         cusum_min_sigma_frac: Floor of the baseline standard deviation, as a fraction of |mean|.
+        paired: Enable the paired twin comparison with the previous agent.
+        paired_tolerance: Relative loss of economic rate that counts as one unit of the paired
+            CUSUM (the slack ``cusum_k`` and threshold ``cusum_h`` are shared with the SEC CUSUM).
+        paired_min_eur_h: Floor of that unit in EUR/h (rates near zero).
         constraint_hit_rate: Share of refused proposals that fires (``None``: off).
         abstention_rate: Share of abstentions that fires (``None``: off).
         rejection_rate: Share of operator rejections that fires (``None``: off).
@@ -50,6 +61,9 @@ class RollbackSettings:
     cusum_k: float = 0.5
     cusum_h: float = 5.0
     cusum_min_sigma_frac: float = 0.02
+    paired: bool = True
+    paired_tolerance: float = 0.02
+    paired_min_eur_h: float = 0.1
     constraint_hit_rate: float | None = 0.25
     abstention_rate: float | None = 0.5
     rejection_rate: float | None = 0.5
@@ -59,7 +73,13 @@ class RollbackSettings:
         for name in ("watch_steps", "min_steps", "baseline_steps", "min_decisions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RollbackSettings.{name} must be at least 1")
-        for name in ("cusum_k", "cusum_h", "cusum_min_sigma_frac"):
+        for name in (
+            "cusum_k",
+            "cusum_h",
+            "cusum_min_sigma_frac",
+            "paired_tolerance",
+            "paired_min_eur_h",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"RollbackSettings.{name} must be positive, got {value!r}")
@@ -74,7 +94,8 @@ class Trip:
     """A trigger that fired.
 
     Attributes:
-        trigger: ``cusum_sec``, ``constraint_hits``, ``abstention`` or ``operator_rejections``.
+        trigger: ``cusum_sec``, ``paired_kpi``, ``constraint_hits``, ``abstention`` or
+            ``operator_rejections``.
         reason: One line with the figures, for the ledger and the alarm.
     """
 
@@ -121,6 +142,9 @@ class RollbackWatch:
             floor = settings.cusum_min_sigma_frac * max(abs(self.mu), 1e-12)
             self.sigma = max(statistics.pstdev(values), floor)
         self.cusum = 0.0
+        self.paired_cusum = 0.0
+        self.paired_samples = 0
+        self.paired_loss_eur_h = 0.0
         self.steps = 0
         self.constraint_hits = 0
         self.abstentions = 0
@@ -171,6 +195,34 @@ class RollbackWatch:
                         f"abstained on {self.abstentions} of {self.steps} steps "
                         f"({rate:.0%} > {s.abstention_rate:.0%})",
                     )
+        return None
+
+    def paired(self, new_eur_h: float, previous_eur_h: float) -> Trip | None:
+        """Account one paired twin prediction (same live state) of the new and the previous agent.
+
+        Args:
+            new_eur_h: Economic rate the twin predicts for the promoted agent's proposal.
+            previous_eur_h: Economic rate it predicts for the previous agent's proposal.
+
+        Returns:
+            The ``paired_kpi`` trip once the CUSUM of the loss crosses ``cusum_h``, else ``None``.
+        """
+        s = self.settings
+        if not (s.paired and math.isfinite(new_eur_h) and math.isfinite(previous_eur_h)):
+            return None
+        self.paired_samples += 1
+        loss = previous_eur_h - new_eur_h
+        self.paired_loss_eur_h += loss
+        unit = max(s.paired_tolerance * abs(previous_eur_h), s.paired_min_eur_h)
+        self.paired_cusum = max(0.0, self.paired_cusum + loss / unit - s.cusum_k)
+        if self.paired_cusum > s.cusum_h:
+            mean = self.paired_loss_eur_h / self.paired_samples
+            return Trip(
+                "paired_kpi",
+                f"CUSUM of the loss against the previous agent on the live-aligned twin "
+                f"{self.paired_cusum:.2f} > {s.cusum_h:g} (mean loss {mean:.3g} EUR/h over "
+                f"{self.paired_samples} steps; last {new_eur_h:.4g} vs {previous_eur_h:.4g} EUR/h)",
+            )
         return None
 
     def decision(self, rejected: bool) -> Trip | None:

@@ -310,7 +310,8 @@ class RollbackTriggered:
     """An automatic rollback trigger fired on a newly promoted agent (or a supervisor forced one)."""
 
     trigger: str
-    """``supervisor``, ``cusum_sec``, ``constraint_hits``, ``abstention`` or ``operator_rejections``."""
+    """``supervisor``, ``cusum_sec``, ``paired_kpi``, ``constraint_hits``, ``abstention`` or
+    ``operator_rejections``."""
     agent: AgentVersion | None
     reason: str
     at: datetime = field(default_factory=utc_now)

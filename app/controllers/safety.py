@@ -45,6 +45,8 @@ from app.plant.catalog import (
 
 DEFAULT_ORP_MAX_MV = 350.0
 """Feed ORP above which polyamide membranes are at risk of oxidation (free chlorine breakthrough)."""
+_FLOAT32_SLACK = 1e-5
+"""Relative tolerance of the max-move check (float32 agent outputs): 1e-5 bar around 1 bar."""
 
 
 class Layer(enum.StrEnum):
@@ -290,7 +292,9 @@ class SafetyEnvelope:
         if agent and tdef.max_move is not None:
             max_move = tdef.max_move if max_move is None else min(max_move, tdef.max_move)
         move = value - current
-        if max_move is not None and abs(move) > max_move:
+        # Agents compute readback + max move in float32 (ONNX): a full move lands a few 1e-6 off.
+        slack = _FLOAT32_SLACK * max(1.0, abs(current))
+        if max_move is not None and abs(move) > max_move + slack:
             return reject(
                 Layer.MAX_MOVE,
                 f"{tag}: move of {move:+g} {tdef.unit} from {current:g} exceeds the maximum "

@@ -311,7 +311,7 @@ def retrain(cfg: RetrainConfig, log: TextIO | None = None) -> RetrainOutcome:
         base,
         cal.simulator_params(),
         lambda done: stage(
-            "finetune", f"{done:.0%} of {cfg.steps} steps", lo + (hi - lo) * min(done, 1.0)
+            "finetune", f"{done:.0%} of the fine-tuning", lo + (hi - lo) * min(done, 1.0)
         ),
         tuple(fields.observation_tags),
     )
@@ -420,6 +420,7 @@ def _finetune(
     env.obs_rms.count = stats.count
     cls = sb3.ALGORITHMS[base.algo]
     model = cls("MlpPolicy", env, seed=cfg.seed, verbose=0, device="cpu", **kwargs)
+    sb3.silence_logger(model)
     if graph is not None:
         _load_onnx_actor(cfg, model, graph, tags)
     else:
@@ -432,13 +433,18 @@ def _finetune(
         model.policy.load_state_dict(weights)
     ranges = sb3.ObservationRange(env)
 
+    warm = int(cfg.critic_warmup * cfg.steps) if base.algo == "ppo" else 0
+    # PPO collects whole rollouts: each learn() call runs a multiple of n_steps × plants.
+    rollout = int(getattr(model, "n_steps", 1)) * int(model.n_envs)
+    planned = sum(-(-n // rollout) * rollout for n in (warm, cfg.steps - warm) if n > 0)
+
     class _Progress(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
             self.next = 0.1
 
         def _on_step(self) -> bool:
-            done = self.num_timesteps / cfg.steps
+            done = min(self.num_timesteps / max(planned, 1), 1.0)
             if report is not None and done >= self.next:
                 report(done)
                 self.next = (int(done * 10) + 1) / 10
@@ -446,7 +452,6 @@ def _finetune(
 
     callbacks = CallbackList([ranges, _Progress()])
     started = time.perf_counter()
-    warm = int(cfg.critic_warmup * cfg.steps) if base.algo == "ppo" else 0
     if warm > 0:
         # The reward normaliser starts afresh (its statistics are not saved), so the loaded critic
         # is off scale: its advantages would push the actor at random. Fit the critic first with

@@ -134,12 +134,39 @@ RO_GUIDELINES = (
     ),
 )
 
+RO_QUALITY_GUIDELINES = (
+    Guideline(
+        tag="permeate_conductivity_uscm",
+        low=None,
+        high=100.0,
+        active_tag="feed_flow_m3h",
+        active_above=1.0,
+        weight=8.0,
+        doc="permeate within the site's 100 µS/cm limit (RO model permeate_limit_uscm); the "
+        "price set's soft quality margin alone left the agent off-spec 5.2 % of the time",
+    ),
+    Guideline(
+        tag="tank_level_pct",
+        low=60.0,
+        high=None,
+        active_tag="feed_flow_m3h",
+        active_above=1.0,
+        weight=2.0,
+        doc="product tank kept at least 60 % full: a reserve for demand peaks and stops",
+    ),
+)
+
 UF_FIXED_SCHEDULE_NET_M3H = 35.0
 """Net filtrate of the UF base control (60 LMH, 40 min cycles, 30 s backwash, daily CEB): 11,760 m³
 in the 14-day held-out episodes (``intelwatt eval --process uf --policy baseline:fixed_pi``)."""
 
 RECIPES: dict[str, Recipe] = {
-    "ro": Recipe(process="ro", steps=3_000_000, guidelines=RO_GUIDELINES, demand_baseline=True),
+    "ro": Recipe(
+        process="ro",
+        steps=3_000_000,
+        guidelines=RO_GUIDELINES + RO_QUALITY_GUIDELINES,
+        demand_baseline=True,
+    ),
     "hsbro": Recipe(
         process="hsbro",
         steps=1_000_000,

@@ -19,6 +19,7 @@ from gymnasium import spaces
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecNormalize
 
 from app.training.export import NormStats, vecnorm_stats
@@ -126,6 +127,8 @@ def run(
             env.ret_rms = copy.deepcopy(src.ret_rms)
     tb = str(workdir / "tb") if tensorboard else None
     model = cls("MlpPolicy", env, seed=seed, verbose=0, tensorboard_log=tb, device="cpu", **kwargs)
+    if tb is None:
+        silence_logger(model)
     if start_from is not None:
         model.policy.load_state_dict(start_from.model.policy.state_dict())
     elif recipe.residual_rule:
@@ -170,6 +173,16 @@ def run(
         guideline_violation_pct=violated,
         seed=seed,
     )
+
+
+def silence_logger(model: BaseAlgorithm) -> None:
+    """Give ``model`` a logger that records nowhere and creates no folder.
+
+    Without a TensorBoard folder, SB3's ``learn`` otherwise configures its default logger, which
+    creates an empty ``<tmp>/SB3-<date>`` folder on every run. A logger set here is kept by every
+    later ``learn`` call (SB3 reconfigures only loggers it made itself).
+    """
+    model.set_logger(Logger(folder=None, output_formats=[]))
 
 
 def bias_commands(model: BaseAlgorithm, recipe: Recipe) -> None:

@@ -24,6 +24,8 @@ from app.training.train import DEV_KEY, PACKAGE_DIR, REPO_ROOT, TrainConfig, Tra
 SHIPPED = REPO_ROOT / "resources" / "agents"
 SHIP_SEED = 0
 """Seed of the shipped agents (members use the following seeds)."""
+RELEASES = {"ro": 2, "hsbro": 1, "uf": 1}
+"""Release n of each shipped agent's version ``<process>-2026.11.<n>`` (bumped with its recipe)."""
 
 
 def ship(
@@ -73,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SHIPPED, help="default: resources/agents")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "agents")
     parser.add_argument("--steps", type=int, help="override the recipe's training steps")
-    parser.add_argument("--release", type=int, default=1, help="n of the version 2026.11.<n>")
+    parser.add_argument(
+        "--release", type=int, help="n of the version 2026.11.<n> (default: the shipped one)"
+    )
     parser.add_argument("--key", type=Path, default=DEV_KEY)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out_root=args.out,
                 work_root=args.work,
                 steps=args.steps,
-                release=args.release,
+                release=args.release if args.release is not None else RELEASES.get(process, 1),
                 key=args.key,
             )
         except TrainError as exc:

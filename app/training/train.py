@@ -28,7 +28,7 @@ import numpy as np
 
 from app.plant.actions import ActionSpec
 from app.plant.catalog import CATALOGS
-from app.training.recipes import RECIPES, recipe_for
+from app.training.recipes import RECIPES, Recipe, recipe_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEV_KEY = REPO_ROOT / "resources" / "keys" / "intelwatt-dev.key"
@@ -64,6 +64,7 @@ class TrainConfig:
         tensorboard: Write TensorBoard logs.
         progress: Show a progress bar.
         threads: torch intra-op threads.
+        recipe: Recipe to train with instead of the process's default (``None``: the default).
     """
 
     process: str
@@ -84,6 +85,7 @@ class TrainConfig:
     progress: bool = True
     threads: int = 1
     notes: list[str] = field(default_factory=list)
+    recipe: Recipe | None = None
 
     def check(self) -> None:
         """Validate everything that can be checked before training.
@@ -168,7 +170,9 @@ def train(cfg: TrainConfig, log: TextIO | None = None) -> TrainOutcome:
     from app.training.residual import rule_for
 
     key = load_private_key(cfg.key)
-    recipe = recipe_for(cfg.process)
+    recipe = cfg.recipe or recipe_for(cfg.process)
+    if recipe.process != cfg.process:
+        raise TrainError(f"recipe for {recipe.process!r} given to train {cfg.process!r}")
     algo = cfg.algo or recipe.algo
     steps = cfg.steps or recipe.steps
     n_envs = cfg.n_envs or recipe.n_envs

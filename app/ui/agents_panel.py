@@ -43,6 +43,7 @@ from app.controllers.messages import ShadowStepped
 from app.domain import AgentVersion, Slot, utc_now
 from app.ui import style
 from app.ui.bridge import UiBridge
+from app.ui.coalesce import CoalescedRefresh
 from app.ui.shadow_duel import ShadowDuelView
 
 WORK_KINDS = {"candidate": "No candidate download.", "training": "No training job."}
@@ -165,11 +166,8 @@ class AgentsPanel(QWidget):
     ) -> None:
         super().__init__(parent)
         self.setObjectName("agents_panel")
-        self._fetch = fetch
-        self._bridge = bridge
         self.view: AgentsView | None = None
-        self._fetching = False
-        self._again = False
+        self._refresher = CoalescedRefresh(bridge, fetch, self._on_fetched)
         self.last_step: ShadowStepped | None = None
 
         cards_box = QGroupBox("Agents")
@@ -265,22 +263,14 @@ class AgentsPanel(QWidget):
 
     def refresh(self) -> None:
         """Fetch the view from the core (coalesced)."""
-        if self._fetching:
-            self._again = True
-            return
-        self._fetching = True
-        self._bridge.when_done(self._fetch(), self._on_fetched)
+        self._refresher.request()
 
     def _on_fetched(self, future: Future[AgentsView]) -> None:
-        self._fetching = False
         try:
             self.view = future.result()
         except Exception as exc:  # noqa: BLE001 - shown; the next refresh tries again
             self.note.setText(f"agent information unavailable: {exc}")
         self._render()
-        if self._again:
-            self._again = False
-            self.refresh()
 
     def on_shadow_step(self, event: ShadowStepped) -> None:
         """One live shadow step: overlay both actions, show the divergence and the gates."""

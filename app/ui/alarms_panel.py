@@ -36,6 +36,7 @@ from app.controllers.alarms import JournalEntry
 from app.domain import Alarm, AlarmPriority, AlarmState
 from app.ui import style
 from app.ui.bridge import UiBridge
+from app.ui.coalesce import CoalescedRefresh
 
 SHELVE_CHOICES_S: tuple[tuple[str, float], ...] = (
     ("15 min", 900.0),
@@ -124,11 +125,8 @@ class AlarmsPanel(QWidget):
     ) -> None:
         super().__init__(parent)
         self.setObjectName("alarms_panel")
-        self._fetch = fetch
-        self._bridge = bridge
         self.view = AlarmView((), ())
-        self._fetching = False
-        self._again = False
+        self._refresher = CoalescedRefresh(bridge, fetch, self._on_fetched)
 
         self.priority_filter = QComboBox()
         self.priority_filter.addItem("All priorities", 0)
@@ -197,22 +195,16 @@ class AlarmsPanel(QWidget):
 
     def refresh(self) -> None:
         """Fetch the lists from the core (coalesces requests while one is on its way)."""
-        if self._fetching:
-            self._again = True
-            return
-        self._fetching = True
-        self._bridge.when_done(self._fetch(), self._on_fetched)
+        self._refresher.request()
 
     def _on_fetched(self, future: Future[AlarmView]) -> None:
-        self._fetching = False
         try:
             self.view = future.result()
         except Exception as exc:  # noqa: BLE001 - shown; the next event fetches again
+            self._render()  # the last good lists stay; the summary says they are not current
             self.summary.setText(f"alarm list unavailable: {exc}")
+            return
         self._render()
-        if self._again:
-            self._again = False
-            self.refresh()
 
     def _matches(self, priority: AlarmPriority, alarm_id: str, text: str) -> bool:
         floor = int(self.priority_filter.currentData() or 0)

@@ -259,7 +259,7 @@ def _shoot(app: QApplication, c: Console, out: Path) -> list[Path]:
             if c.core.host is not None and c.core.host.versions.candidate is not None:
                 _spin(app, lambda: len(w.agents.duel.history) > 0, 60, "shadow duel steps")
             w.agents.refresh()
-            _spin(app, lambda: not w.agents._fetching, 30, "agents view")
+            _spin(app, lambda: not w.agents._refresher.in_flight, 30, "agents view")
         if index == 4:
             w.audit.reload()
             _spin(app, lambda: w.audit.page is not None, 30, "audit page")

@@ -65,6 +65,7 @@ from tests.cloud.conftest import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+SHIPPED_VERSION = json.loads((REPO / "resources/agents/ro/manifest.json").read_text())["version"]
 SHIPPED_AGENT = REPO / "resources" / "agents" / "ro"
 P, F = "feed_pressure_sp_bar", "feed_flow_sp_m3h"
 PASSWORD = "correct-horse-battery"
@@ -279,7 +280,7 @@ def test_a_registry_candidate_is_loaded_as_candidate_and_answers_in_shadow(
     assert set(transition.actions) == {"active", "candidate"}
     assert set(transition.actions["candidate"]) == {P, F}
     assert 6.0 <= transition.actions["candidate"][P] <= 38.0  # the package's action range
-    assert transition.agent is not None and transition.agent.version == "ro-2026.11.1"
+    assert transition.agent is not None and transition.agent.version == SHIPPED_VERSION
     step = rig.ledger("agent_step")[-1]
     assert step.data["actions"]["candidate"]["version"] == "ro-cand.7"
     assert step.data["actions"]["candidate"]["error"] is None
@@ -314,7 +315,7 @@ def test_a_tampered_candidate_is_refused_with_an_alarm_and_never_loaded(
     time.sleep(0.5)  # several more polls
     status = rig.core.status()
     assert status.candidate is None and status.active is not None
-    assert status.active.version == "ro-2026.11.1"
+    assert status.active.version == SHIPPED_VERSION
     assert not (tmp_path / "staging" / "ro" / "ro-bad.1").exists()
     assert not any(
         e.data.get("version") == "ro-bad.1" for e in rig.ledger("model_load")
@@ -371,7 +372,7 @@ def test_audit_and_transitions_reach_blob_exactly_once_across_a_storage_outage(
     assert len(transitions) == len(rig.ledger("agent_step")) == 4
     assert all(set(t["obs"]) >= {o.name for o in RO_CATALOG.observations} for t in transitions)
     assert all(
-        t["agent"]["version"] == "ro-2026.11.1" and t["actions"]["active"] for t in transitions
+        t["agent"]["version"] == SHIPPED_VERSION and t["actions"]["active"] for t in transitions
     )
     assert all(t["quality"] and t["outcome"] for t in transitions)
     assert rig.connections("cloud") == [

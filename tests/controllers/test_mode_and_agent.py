@@ -366,3 +366,48 @@ def test_ledger_verification_detects_tampering(rig: Rig, make_package: PackageFa
     conn.close()
     report = verify(rig.ledger_path)
     assert not report.ok and "edited" in report.problem
+
+
+def _ro_measurements(rig: Rig) -> None:
+    """A brackish RO train at 12.2 bar / 40 m³/h, so the twin can align to the 'plant'."""
+    from tests.agent_runtime.policies import ro_measurements
+
+    values = ro_measurements(pressure_bar=12.2)
+    rig.driver.set_values({k: v for k, v in values.items() if k in rig.driver.values})
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_rollback_on_paired_twin_loss_against_the_previous_agent(
+    tmp_path: Path, trust_store: TrustStore, make_package: PackageFactory, paired: bool
+) -> None:
+    settings = AgentSettings(
+        shadow_kpi_every=0,
+        gates=GateThresholds(min_kpi_samples=0, max_violations=10),
+        rollback=RollbackSettings(
+            min_steps=2, baseline_steps=4, cusum=False, constraint_hit_rate=None, paired=paired
+        ),
+    )
+    rig = Rig(tmp_path, trust_store, settings=settings)
+    try:
+        _ro_measurements(rig)
+        _advisory(rig, constant_package(make_package, 12.2, 40.0, "ro-a"))
+        # ro-b pumps 60 instead of 40 m³/h of feed for about the same permeate: energy wasted.
+        _promote(rig, make_package, cand=(12.2, 60.0))
+        for _ in range(6):
+            rig.step()
+            rig.settle()
+            if rig.ledger_events("rollback_triggered"):
+                break
+        active = rig.host.versions.active
+        assert active is not None
+        if not paired:
+            assert active.version == "ro-b" and not rig.ledger_events("rollback_triggered")
+            return
+        assert active.version == "ro-a"
+        (tripped,) = rig.ledger_events("rollback_triggered")
+        assert tripped.data["trigger"] == "paired_kpi", tripped.data
+        assert "against the previous agent on the live-aligned twin" in tripped.data["reason"]
+        # The previous agent's answers fed the watch only: the fallback chain never moved.
+        assert rig.agent.chain.state is FallbackState.ACTIVE_LOCAL
+    finally:
+        rig.close()

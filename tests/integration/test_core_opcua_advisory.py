@@ -16,10 +16,9 @@ import pytest
 
 from app.controllers.safety import Layer
 from app.domain import Mode, RecommendationState, RejectReason
-from tests.integration.conftest import ROOT, CoreRig, core_wait_for
+from tests.integration.conftest import ROOT, SHIPPED_VERSION, CoreRig, core_wait_for
 
 P, F = "feed_pressure_sp_bar", "feed_flow_sp_m3h"
-SHIPPED_VERSION = "ro-2026.11.1"
 RigFactory = Callable[..., CoreRig]
 
 
@@ -104,7 +103,7 @@ def test_automatic_writes_only_inside_engineer_and_operator_limits(core_rig: Rig
     assert rig.core.status().mode is Mode.AUTOMATIC
     assert rig.agent.counters.auto_writes >= 1
     for pressure, flow in seen:
-        assert 7.0 <= pressure <= 16.5 and 6.0 <= pressure <= 17.0
+        assert 7.0 <= pressure <= 19.0 and 6.0 <= pressure <= 20.0
         assert 28.0 <= flow <= 62.0 and 25.0 <= flow <= 65.0
     limits = rig.site.limits
     requested = [e for e in rig.events("write_requested") if e.origin.kind.value == "agent"]
@@ -127,9 +126,9 @@ def test_safety_envelope_rejects_with_reason_and_layer(core_rig: RigFactory) -> 
     pressure, flow = rig.setpoints()
     rec_id = _proposed(rig)
     cases = {
-        Layer.OPERATOR_LIMITS: {P: 16.8},  # inside the engineer limits, outside the operator's
+        Layer.OPERATOR_LIMITS: {P: 19.5},  # inside the engineer limits, outside the operator's
         Layer.ENGINEER_LIMITS: {F: 66.0},
-        Layer.MAX_MOVE: {P: pressure + 1.6 if pressure + 1.6 <= 16.5 else pressure - 1.6},
+        Layer.MAX_MOVE: {P: pressure + 1.6 if pressure + 1.6 <= 19.0 else pressure - 1.6},
     }
     for layer, values in cases.items():
         verdict = rig.agent.modify(rec_id, values, op).result(10)

@@ -33,12 +33,13 @@ from tests.agent_runtime.conftest import (  # noqa: F401 - fixtures
     signing_key,
 )
 from tests.agent_runtime.policies import constant_onnx
-from tests.integration.conftest import CoreRig, core_site_text, core_wait_for
+from tests.integration.conftest import SHIPPED_VERSION, CoreRig, core_site_text, core_wait_for
 
 P, F = "feed_pressure_sp_bar", "feed_flow_sp_m3h"
-SHIPPED_VERSION = "ro-2026.11.1"
 RigFactory = Callable[..., CoreRig]
 WATCH = "watch_steps = 30\nmin_steps = 2\nmin_decisions = 2\nbaseline_steps = 4\n"
+# Each test shows one trigger; the paired twin comparison is switched on only in its own test.
+ONE = WATCH + "paired = false\n"
 
 
 @pytest.fixture
@@ -95,13 +96,13 @@ def test_site_rollback_and_gate_keys_reach_the_agent_controller(fast_plant: Any)
 
     text = core_site_text(
         fast_plant.opcua_endpoint,
-        rollback=WATCH + "cusum = false\nabstention_rate = 0\nconstraint_hit_rate = 0.4\n",
+        rollback=ONE + "cusum = false\nabstention_rate = 0\nconstraint_hit_rate = 0.4\n",
         gates="max_violations = 3\nkpi_tolerance_eur_h = 0.5\n",
     )
     settings = agent_settings_from_site(parse_site(text).agents)
     assert settings.rollback == RollbackSettings(
         watch_steps=30, min_steps=2, min_decisions=2, baseline_steps=4, cusum=False,
-        abstention_rate=None, constraint_hit_rate=0.4,
+        paired=False, abstention_rate=None, constraint_hit_rate=0.4,
     )  # fmt: skip
     assert (settings.gates.max_violations, settings.gates.kpi_tolerance_eur_h) == (3, 0.5)
     assert settings.gates.min_kpi_samples == 1  # left out: the default
@@ -155,7 +156,7 @@ def test_supervisor_rollback_needs_the_role_and_a_reason(
     rig_with_test_key: Callable[..., CoreRig],
     make_package: PackageFactory,  # noqa: F811
 ) -> None:
-    rig = rig_with_test_key(rollback=WATCH + "cusum = false\n")
+    rig = rig_with_test_key(rollback=ONE + "cusum = false\n")
     pressure, flow = rig.setpoints()
     pkg = make_package(policy=constant_onnx([pressure, flow]), ensemble=(), version="ro-crafted.1")
     _promote(rig, pkg, "ro-crafted.1")
@@ -179,7 +180,7 @@ def test_rollback_on_operator_rejection_rate(
     rig_with_test_key: Callable[..., CoreRig],
     make_package: PackageFactory,  # noqa: F811
 ) -> None:
-    rig = rig_with_test_key(rollback=WATCH + "cusum = false\n")
+    rig = rig_with_test_key(rollback=ONE + "cusum = false\n")
     pressure, flow = rig.setpoints()
     target = [min(pressure + 0.5, 16.4), max(flow - 3.0, 29.0)]
     pkg = make_package(policy=constant_onnx(target), ensemble=(), version="ro-crafted.2")
@@ -198,7 +199,7 @@ def test_rollback_on_constraint_hit_rate(
     rig_with_test_key: Callable[..., CoreRig],
     make_package: PackageFactory,  # noqa: F811
 ) -> None:
-    rig = rig_with_test_key(rollback=WATCH + "cusum = false\n")
+    rig = rig_with_test_key(rollback=ONE + "cusum = false\n")
     pressure, _ = rig.setpoints()
     # Drives the feed flow below the operators' 28 m³/h: ramped down 5 m³/h per step, then refused.
     pkg = make_package(policy=constant_onnx([pressure, 26.0]), ensemble=(), version="ro-crafted.3")
@@ -221,7 +222,7 @@ def test_rollback_on_abstention_rate(
     rig_with_test_key: Callable[..., CoreRig],
     make_package: PackageFactory,  # noqa: F811
 ) -> None:
-    rig = rig_with_test_key(rollback=WATCH + "cusum = false\n")
+    rig = rig_with_test_key(rollback=ONE + "cusum = false\n")
     pressure, flow = rig.setpoints()
     # Trained on a far narrower distribution: every plant reading is out of distribution for it.
     narrow = NormalisationStats(
@@ -243,7 +244,7 @@ def test_rollback_on_cusum_of_normalised_sec(
     make_package: PackageFactory,  # noqa: F811
 ) -> None:
     rig = rig_with_test_key(
-        rollback=WATCH + "constraint_hit_rate = 0\nabstention_rate = 0\nrejection_rate = 0\n"
+        rollback=ONE + "constraint_hit_rate = 0\nabstention_rate = 0\nrejection_rate = 0\n"
     )
     pressure, _ = rig.setpoints()
     # Pushes far more feed through the pumps for the same permeate: energy per m³ rises.
@@ -268,4 +269,31 @@ def test_rollback_on_cusum_of_normalised_sec(
         last.data["observation"]["hpp_power_kw"]["value"]
         / max(last.data["observation"]["permeate_flow_m3h"]["value"], 1e-6)
         > baseline
+    )
+
+
+def test_rollback_on_paired_twin_loss_against_the_shipped_agent(
+    rig_with_test_key: Callable[..., CoreRig],
+    make_package: PackageFactory,  # noqa: F811
+) -> None:
+    rig = rig_with_test_key(
+        rollback=WATCH
+        + "cusum = false\nconstraint_hit_rate = 0\nabstention_rate = 0\nrejection_rate = 0\n"
+    )
+    pressure, _ = rig.setpoints()
+    # The same feed pressure with half again as much feed: the pumps work for nothing.
+    pkg = make_package(policy=constant_onnx([pressure, 61.0]), ensemble=(), version="ro-crafted.6")
+    _promote(rig, pkg, "ro-crafted.6", shadow_steps=2)
+    rig.automatic()
+    for _ in range(12):
+        if rig.events("rollback_triggered"):
+            break
+        rig.step()
+        _settle(rig)
+        time.sleep(0.3)
+    data = _rolled_back(rig, "paired_kpi")
+    assert "against the previous agent on the live-aligned twin" in data["reason"]
+    watch_rows = [e for e in rig.events("agent_step") if e.data.get("actions", {}).get("previous")]
+    assert watch_rows == [] or all(
+        r.data["actions"]["previous"]["version"] == SHIPPED_VERSION for r in watch_rows
     )

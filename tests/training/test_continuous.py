@@ -27,6 +27,7 @@ from app.training.continuous import (
 from app.training.gates import GateThresholds
 from app.training.plant_log import simulate_transitions, write_outbox
 from app.training.train import TrainConfig, train
+from tests.training.conftest import small_ro_base_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 TRUST = REPO / "resources" / "trust"
@@ -49,6 +50,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("retrain")
     cfg = TrainConfig(
         process="ro",
+        recipe=small_ro_base_recipe(),
         out=root / "base",
         steps=512,
         n_envs=4,
@@ -91,7 +93,9 @@ def _args(site: Path, out: Path, **extra: object) -> argparse.Namespace:
 
 def test_outbox_export_to_a_signed_candidate(site: Path, tmp_path: Path) -> None:
     err = io.StringIO()
-    code = run_retrain_cli(_args(site, tmp_path / "cand"), err)
+    # Actor frozen (docs/continuous-training.md §3: a few hundred PPO steps move a tiny agent at
+    # random, which the gates refuse); the chain from the outbox to a signed package is the test.
+    code = run_retrain_cli(_args(site, tmp_path / "cand", critic_warmup=1.0), err)
     log = err.getvalue()
     assert code == EXIT_OK, log
     pkg = verify_package(tmp_path / "cand" / "package", TrustStore.load(TRUST))

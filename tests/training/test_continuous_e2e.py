@@ -11,7 +11,8 @@ with ``--critic-warmup 1``: the actor stays the incumbent's, the observation sta
 twin, and the test checks the chain, not a gain. The full-size gain (−8.3 % cost per m³ on the true
 plant) is ``bench/continuous.py``'s.
 
-The degraded-data and live-rollback cases run on the same accelerated plant.
+The degraded-data case runs the job alone; the live rollback (a candidate whose loss shows only once
+it controls the plant) runs on the same accelerated plant.
 
 Time: ≈ 1–2 min on 2 cores (one test): ``@pytest.mark.slow``.
 """
@@ -61,7 +62,9 @@ SPEED = 1800.0 / PERIOD_S
 LOG_STEPS = 144  # 3 plant days
 
 
-def site_text(endpoint: str, package: Path, base: Path, *, steps: int, promotion: str) -> str:
+def site_text(
+    endpoint: str, package: Path, base: Path, *, steps: int, promotion: str, retrain: bool = True
+) -> str:
     return f"""
 schema_version = 1
 [site]
@@ -90,7 +93,7 @@ min_shadow_steps = 12
 package = "{package}"
 trust_store = "{TRUST}"
 [retrain]
-enabled = true
+enabled = {"true" if retrain else "false"}
 every_n_steps = {LOG_STEPS}
 window_steps = {LOG_STEPS}
 min_good_fraction = 0.8
@@ -125,11 +128,13 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small base agent trained on the nominal simulator (its training folder)."""
     from app.training.train import TrainConfig, train
+    from tests.training.conftest import small_ro_base_recipe
 
     out = tmp_path_factory.mktemp("base") / "ro-e2e-base"
     train(
         TrainConfig(
             process="ro",
+            recipe=small_ro_base_recipe(),
             out=out,
             steps=20_000,
             ensemble=0,
@@ -208,12 +213,12 @@ def test_console_logs_retrains_calibrates_promotes_and_the_plant_improves(
     )
     agent = AgentSettings(
         gates=GateThresholds(kpi_tolerance_eur_h=0.05, min_kpi_samples=5),
-        # The PLC's rate limits are per wall-clock second; at 12,000× most agent moves outrun
-        # them and are refused for both agents alike (see the refusal rates printed below), so
-        # the constraint-hit trigger is off here. So is the SEC CUSUM: its 12-plant-hour baseline
+        # The site has no rate limits (they are per wall-clock second, the plant runs 12,000×);
+        # the constraint-hit trigger is off all the same so that a refusal printed below cannot
+        # end the chain early. So is the SEC CUSUM: its 12-plant-hour baseline
         # does not follow the spring scenario's drift, and it rolled a good candidate back in one
         # run of three (SEC 1.128 vs 1.036 ± 0.03 with both agents at the same held set-points).
-        # The third test shows both triggers on a candidate that does degrade the plant.
+        # The paired twin trigger stays on; the third test shows it on a degrading candidate.
         rollback=RollbackSettings(
             watch_steps=40, baseline_steps=24, constraint_hit_rate=None, cusum=False
         ),
@@ -259,6 +264,11 @@ def test_console_logs_retrains_calibrates_promotes_and_the_plant_improves(
         status = core.status()
         rollbacks = of(events, RollbackTriggered)
         assert status.active is not None and status.active.version == version, rollbacks
+        # The watch's paired comparison is the drift-free live measure: the previous agent's
+        # answer on the same live states, both judged by the twin refit to the plant.
+        watch = core.agent.watch if core.agent is not None else None
+        assert watch is not None and watch.paired_samples >= 10, watch
+        paired_gain = -watch.paired_loss_eur_h / watch.paired_samples
     finally:
         core.stop()
     with LedgerReader(data / "ledger.sqlite") as reader:
@@ -308,6 +318,7 @@ def test_console_logs_retrains_calibrates_promotes_and_the_plant_improves(
         f"\ncalibration errors: { {k: f'{100 * v:+.2f} %' for k, v in errors.items()} }"
         f"\ngates: {report['gates']['cost_change_pct']} (twin/nominal cost change, %)"
         f"\ntrue plant: cost per m³ {change:+.2f} % vs the base agent, candidate trips {trips:.0f}"
+        f"\nlive plant, paired with the base agent's answers: {paired_gain:+.3f} EUR/h per step"
         f"\nwall: logging {t_logged - t0:.0f} s, retrain {t_retrained - t_logged:.0f} s, "
         f"shadow+promotion {t_promoted - t_retrained:.0f} s"
     )
@@ -410,3 +421,116 @@ def test_the_shipped_package_is_fine_tuned_from_its_onnx_graph(tmp_path: Path) -
     assert manifest["parent_version"] == shipped_version
     # The folder is a training folder now: the next job continues from its checkpoint.
     assert list((tmp_path / "rt" / "checkpoints").glob("main_*_steps.zip"))
+
+
+def ramp_candidate(base_package: Path, out: Path, *, step_m3h: float, cap_m3h: float) -> Path:
+    """A signed candidate with the base agent's manifest whose policy holds the feed pressure and
+    raises the feed flow by ``step_m3h`` over its readback at every step, up to ``cap_m3h``.
+
+    From the incumbent's state (shadow) each proposal is one small move; in control the moves
+    compound. Signed with the development key, like the packages the retrain job pushes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from app.agent_runtime.keys import load_private_key
+    from app.agent_runtime.manifest import ManifestFields, parse_manifest
+    from app.agent_runtime.package import write_package
+
+    manifest = parse_manifest((base_package / "manifest.json").read_bytes())
+    obs = [t.tag for t in manifest.observations]
+    acts = [t.tag for t in manifest.actions]
+    w = np.zeros((len(obs), len(acts)), np.float32)
+    w[obs.index("feed_pressure_sp_bar"), acts.index("feed_pressure_sp_bar")] = 1.0
+    w[obs.index("feed_flow_sp_m3h"), acts.index("feed_flow_sp_m3h")] = 1.0
+    c = np.zeros((1, len(acts)), np.float32)
+    c[0, acts.index("feed_flow_sp_m3h")] = step_m3h
+    cap = np.full((1, len(acts)), 1e6, np.float32)
+    cap[0, acts.index("feed_flow_sp_m3h")] = cap_m3h
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["obs", "W"], ["held"]),
+            helper.make_node("Add", ["held", "c"], ["moved"]),
+            helper.make_node("Min", ["moved", "cap"], ["action"]),
+        ],
+        "flow-ramp",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, len(obs)])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, len(acts)])],
+        [
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(c, "c"),
+            numpy_helper.from_array(cap, "cap"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    fields = {k: v for k, v in manifest.model_dump().items() if k in ManifestFields.model_fields}
+    fields.update(version="ro-e2e-ramp", parent_version=manifest.version)
+    write_package(
+        out,
+        ManifestFields(**fields),
+        model.SerializeToString(),
+        load_private_key(REPO / "resources" / "keys" / "intelwatt-dev.key"),
+    )
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_candidate_that_degrades_only_in_control_of_the_live_plant_is_rolled_back(
+    base: Path, plant: PlantServerThread, tmp_path: Path
+) -> None:
+    """The shadow duel judges a candidate's proposals from states the incumbent produced: a
+    candidate that nudges the feed flow up by 2 m³/h a step costs little there, passes the site's
+    gates and is promoted automatically. In control its nudges compound (feed flow towards the
+    65 m³/h limit, pump energy for no extra permeate). The rollback watch's paired comparison (the
+    previous agent's answer on the same live state, both judged by the twin refit to the live
+    plant) rolls it back; the SEC CUSUM is off as in the first test (drift false alarms)."""
+    candidate = ramp_candidate(base / "package", tmp_path / "ramp", step_m3h=2.0, cap_m3h=64.0)
+    site = site_text(
+        plant.opcua_endpoint, base / "package", base, steps=1, promotion="automatic",
+        retrain=False,
+    )  # fmt: skip
+    agent = AgentSettings(
+        # A site that accepts a candidate within 1 EUR/h of the incumbent in shadow.
+        gates=GateThresholds(kpi_tolerance_eur_h=1.0, min_kpi_samples=5),
+        rollback=RollbackSettings(
+            watch_steps=40, baseline_steps=24, constraint_hit_rate=None, cusum=False
+        ),
+    )
+    core, events = start_core(site, tmp_path / "data", agent)
+    try:
+        assert core.agent is not None
+        wait_for("8 steps of the base agent", lambda: core.status().kpis["steps"] >= 8, 30)
+        session = core.login("sup", PASSWORD)
+        verdict = core.agent.load_candidate(candidate, session).result(15)
+        assert verdict.accepted, verdict
+        wait_for(
+            "the promotion", lambda: "promote" in [e.kind for e in of(events, AgentSwapped)], 60
+        )
+        wait_for("the rollback", lambda: bool(of(events, RollbackTriggered)), 60)
+        [tripped] = of(events, RollbackTriggered)
+        status = core.status()
+    finally:
+        core.stop()
+    assert tripped.trigger == "paired_kpi", tripped
+    assert status.active is not None and status.active.version == "ro-e2e-base"
+    from app.controllers.ledger import AuditFilter
+
+    with LedgerReader(tmp_path / "data" / "ledger.sqlite") as reader:
+        records = reader.query(AuditFilter(newest_first=False), limit=20_000).records
+    flows: dict[str, list[float]] = {}
+    for r in records:
+        d = r.event.data
+        if r.event.kind == "agent_step" and "active" in (d.get("actions") or {}):
+            flow = (d.get("observation") or {}).get("feed_flow_sp_m3h")
+            if flow:
+                flows.setdefault(d["actions"]["active"]["version"], []).append(flow["value"])
+    ramp = flows["ro-e2e-ramp"]
+    print(
+        f"\nramp candidate in control for {len(ramp)} steps, feed flow set-point "
+        f"{ramp[0]:.1f} -> {ramp[-1]:.1f} m3/h; {tripped.reason}"
+    )
+    assert ramp[-1] > ramp[0] + 2.0  # it did drive the plant before the watch caught it
+    kinds = [r.event.kind for r in records]
+    assert kinds.index("promote") < kinds.index("rollback_triggered") < kinds.index("rollback")

@@ -1,1 +1,1 @@
-{"algorithm":"ed25519","key":"a7175c2a3199fef8765991189412f25001ceb4f02c0a207d81d909f95d98dfe0","signature":"Nl3pj9pBa8QmSe8jIb72V7kcoH+8rfv7WIDay78xvgnVf+acvjq1QgcibIRfuvjZrj8PClPaW68S4IXz5BZlCg=="}
+{"algorithm":"ed25519","key":"a7175c2a3199fef8765991189412f25001ceb4f02c0a207d81d909f95d98dfe0","signature":"Xvf0+yIHvh/Qri6ZBQ7avVVeZxPV1cwHMV3tlWiPmt5RYWGozJrtgqcNFP+VsAHpHeRyxPD6QYmw5dUP1E5ODQ=="}
