@@ -356,6 +356,8 @@ def test_audit_and_transitions_reach_blob_exactly_once_across_a_storage_outage(
     finally:
         azurite.start()  # same port, same data folder
     wait_for("redelivery", lambda: rig.core.status().outbox_pending_records == 0)
+    # The link's state change reaches the bus on its own thread, maybe after the last delivery.
+    wait_for("cloud back", lambda: rig.connections("cloud")[-1:] == [ConnectionState.CONNECTED])
     rig.core.stop()  # core_stop and the last records go out in the final drain
     lines = blob_lines(azurite.connection_string, container_name)
 
