@@ -1309,13 +1309,19 @@ class AgentController:
         if self._watch is not watch or not result.available:
             return
         new, old = result.scenarios["active"].kpi_eur_h, result.scenarios["previous"].kpi_eur_h
-        self._trip(watch.paired(new, old))
+        trip = watch.paired(new, old)
+        if trip is None:
+            self._bus.publish(watch.stepped())
+        self._trip(trip)
 
     def _watch_step(self, snap: Snapshot, *, abstained: bool, hit: bool) -> None:
         kpi = self._kpi(snap)
         watch = self._watch
         if watch is not None and watch.agent == self.host.versions.active:
-            self._trip(watch.step(kpi, constraint_hit=hit, abstained=abstained))
+            trip = watch.step(kpi, constraint_hit=hit, abstained=abstained)
+            if trip is None:
+                self._bus.publish(watch.stepped("passed" if watch.expired else "watching"))
+            self._trip(trip)
             if self._watch is not None and self._watch.expired:
                 self._trail.try_record(
                     "rollback_watch_ended",
@@ -1329,6 +1335,7 @@ class AgentController:
     def _trip(self, trip: Trip | None) -> None:
         if trip is None or self._watch is None:
             return
+        self._bus.publish(self._watch.stepped("rolled_back"))
         self._watch = None
         self._trail.try_record(
             "rollback_triggered",

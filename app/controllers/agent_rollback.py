@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from app.controllers.messages import RollbackWatchStepped
 from app.domain import AgentVersion
 
 
@@ -224,6 +225,26 @@ class RollbackWatch:
                 f"{self.paired_samples} steps; last {new_eur_h:.4g} vs {previous_eur_h:.4g} EUR/h)",
             )
         return None
+
+    def stepped(self, state: str = "watching") -> RollbackWatchStepped:
+        """The watch's figures as an event (``state``: watching, passed or rolled_back)."""
+        s = self.settings
+        n = max(self.steps, 1)
+        return RollbackWatchStepped(
+            agent=self.agent,
+            state=state,
+            steps=self.steps,
+            watch_steps=s.watch_steps,
+            threshold=s.cusum_h,
+            sec_cusum=self.cusum if self.mu is not None else None,
+            paired_cusum=self.paired_cusum if s.paired and self.paired_samples else None,
+            paired_mean_loss_eur_h=(
+                self.paired_loss_eur_h / self.paired_samples if self.paired_samples else None
+            ),
+            paired_samples=self.paired_samples,
+            constraint_hit_rate=self.constraint_hits / n,
+            abstention_rate=self.abstentions / n,
+        )
 
     def decision(self, rejected: bool) -> Trip | None:
         """Account one operator decision on the watched agent's recommendation."""

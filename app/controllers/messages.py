@@ -318,6 +318,41 @@ class RollbackTriggered:
 
 
 @dataclass(frozen=True, slots=True)
+class RollbackWatchStepped:
+    """Where the automatic rollback watch of a newly promoted agent stands (after each update).
+
+    Attributes:
+        agent: The watched agent.
+        state: ``watching``, ``passed`` (the watch ended without a trip) or ``rolled_back``.
+        steps: Agent steps watched so far.
+        watch_steps: Steps the watch lasts.
+        threshold: CUSUM decision threshold ``h`` (both CUSUMs).
+        sec_cusum: CUSUM of normalised SEC (``None``: off or no baseline).
+        paired_cusum: CUSUM of the twin-predicted loss against the previous agent (``None``: off
+            or no paired sample yet).
+        paired_mean_loss_eur_h: Mean of that loss per step, EUR/h (negative: the new agent earns
+            more); ``None`` without samples.
+        paired_samples: Paired twin predictions so far.
+        constraint_hit_rate: Share of watched steps whose proposal the envelope refused.
+        abstention_rate: Share of watched steps the agent abstained.
+        at: When.
+    """
+
+    agent: AgentVersion
+    state: str
+    steps: int
+    watch_steps: int
+    threshold: float
+    sec_cusum: float | None
+    paired_cusum: float | None
+    paired_mean_loss_eur_h: float | None
+    paired_samples: int
+    constraint_hit_rate: float
+    abstention_rate: float
+    at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
 class AlarmChanged:
     """An alarm point changed state (one per alarm journal entry)."""
 
@@ -430,6 +465,7 @@ __all__ = [
     "RecommendationReady",
     "RecommendationUpdated",
     "RollbackTriggered",
+    "RollbackWatchStepped",
     "ShadowStepped",
     "StepSkipped",
     "StepTransition",

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 
 from app.agent_runtime.manifest import Manifest
 from app.agent_runtime.shadow import GateCheck, GateReport, ShadowStats
-from app.controllers.messages import ShadowStepped
+from app.controllers.messages import RollbackWatchStepped, ShadowStepped
 from app.domain import AgentVersion, Slot, utc_now
 from app.ui import style
 from app.ui.bridge import UiBridge
@@ -85,6 +85,31 @@ class AgentsView:
     acceptance: tuple[AcceptanceRow, ...]
     note: str = ""
     at: datetime = field(default_factory=utc_now)
+
+
+WATCH_IDLE = "Rollback watch: no agent promoted in this session."
+
+
+def watch_text(event: RollbackWatchStepped) -> str:
+    """One paragraph on the rollback watch for the operator (plain text)."""
+    who = event.agent.version
+    if event.state == "rolled_back":
+        head = f"Rollback watch: {who} was rolled back after {event.steps} steps."
+    elif event.state == "passed":
+        head = f"Rollback watch: {who} passed its {event.watch_steps}-step watch."
+    else:
+        head = f"Rollback watch on {who}: step {event.steps} of {event.watch_steps}."
+    parts = []
+    if event.paired_cusum is not None and event.paired_mean_loss_eur_h is not None:
+        gain = -event.paired_mean_loss_eur_h
+        parts.append(
+            f"vs previous agent {gain:+.2f} €/h per step (CUSUM {event.paired_cusum:.1f} of "
+            f"{event.threshold:g})"
+        )
+    if event.sec_cusum is not None:
+        parts.append(f"SEC CUSUM {event.sec_cusum:.1f} of {event.threshold:g}")
+    parts.append(f"refused {event.constraint_hit_rate:.0%}, abstained {event.abstention_rate:.0%}")
+    return head + " " + "; ".join(parts) + "."
 
 
 def model_card_html(slot: Slot, version: AgentVersion | None, manifest: Manifest | None) -> str:
@@ -188,6 +213,14 @@ class AgentsPanel(QWidget):
         self.rollback_button.setToolTip("Supervisor: swap the active and previous agent at once")
         self.promote_button.clicked.connect(self.sig_promote_requested.emit)
         self.rollback_button.clicked.connect(self._on_rollback_clicked)
+        self.watch_label = QLabel(WATCH_IDLE)
+        self.watch_label.setObjectName("rollback_watch")
+        self.watch_label.setWordWrap(True)
+        self.watch_label.setToolTip(
+            "After a promotion the console watches the new agent and rolls back on its own when "
+            "a trigger crosses its threshold (site file [agents.rollback])"
+        )
+        cards.addWidget(self.watch_label, 1, 0)
         cards.addWidget(self.rollback_button, 1, 1)
         cards.addWidget(self.promote_button, 1, 2)
 
@@ -280,6 +313,10 @@ class AgentsPanel(QWidget):
         candidate = self.view.slots.get(Slot.CANDIDATE) if self.view is not None else None
         if candidate is None or candidate == event.candidate:
             self.promote_button.setEnabled(bool(event.gates_passed))
+
+    def on_watch(self, event: RollbackWatchStepped) -> None:
+        """The rollback watch of a newly promoted agent moved: show where each trigger stands."""
+        self.watch_label.setText(watch_text(event))
 
     def set_work(
         self,
@@ -411,4 +448,11 @@ class AgentsPanel(QWidget):
         dialog.open()
 
 
-__all__ = ["AcceptanceRow", "AgentsPanel", "AgentsView", "RollbackDialog", "model_card_html"]
+__all__ = [
+    "AcceptanceRow",
+    "AgentsPanel",
+    "AgentsView",
+    "RollbackDialog",
+    "model_card_html",
+    "watch_text",
+]

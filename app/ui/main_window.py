@@ -49,6 +49,7 @@ from app.controllers.messages import (
     RecommendationReady,
     RecommendationUpdated,
     RollbackTriggered,
+    RollbackWatchStepped,
     ShadowStepped,
     SupervisionChanged,
     SwapVerdict,
@@ -328,6 +329,7 @@ class MainWindow(QMainWindow):
         on(CandidateRefused, self._on_candidate_refused)
         on(CandidateDownloadFailed, self._on_download_failed)
         on(ShadowStepped, self.agents.on_shadow_step)
+        on(RollbackWatchStepped, self.agents.on_watch)
         on(RetrainRequested, self._on_retrain_requested)
         on(RetrainProgressed, self._on_retrain_progressed)
         on(RetrainFinished, self._on_retrain_finished)

@@ -14,7 +14,12 @@ from app.config import ControlSettings, ModePolicy
 from app.controllers.agent import AgentSettings
 from app.controllers.agent_rollback import RollbackSettings
 from app.controllers.ledger import verify
-from app.controllers.messages import DeadlineMissed, ProposalRejected, StepSkipped
+from app.controllers.messages import (
+    DeadlineMissed,
+    ProposalRejected,
+    RollbackWatchStepped,
+    StepSkipped,
+)
 from app.domain import Mode, ModeChanged, Quality, RecommendationState, RejectReason, Slot
 from tests.agent_runtime.conftest import PackageFactory
 from tests.controllers.conftest import F, P, Rig, constant_package
@@ -388,6 +393,7 @@ def test_rollback_on_paired_twin_loss_against_the_previous_agent(
         ),
     )
     rig = Rig(tmp_path, trust_store, settings=settings)
+    watched = rig.record(RollbackWatchStepped)
     try:
         _ro_measurements(rig)
         _advisory(rig, constant_package(make_package, 12.2, 40.0, "ro-a"))
@@ -400,9 +406,17 @@ def test_rollback_on_paired_twin_loss_against_the_previous_agent(
                 break
         active = rig.host.versions.active
         assert active is not None
+        states = [e.state for e in watched]
+        assert all(e.agent.version == "ro-b" for e in watched)
         if not paired:
             assert active.version == "ro-b" and not rig.ledger_events("rollback_triggered")
+            assert states and set(states) == {"watching"}
+            assert all(e.paired_cusum is None and e.paired_samples == 0 for e in watched)
             return
+        assert states[-1] == "rolled_back" and set(states[:-1]) == {"watching"}
+        last = watched[-1]
+        assert last.paired_cusum is not None and last.paired_cusum > last.threshold
+        assert last.paired_mean_loss_eur_h is not None and last.paired_mean_loss_eur_h > 0
         assert active.version == "ro-a"
         (tripped,) = rig.ledger_events("rollback_triggered")
         assert tripped.data["trigger"] == "paired_kpi", tripped.data

@@ -51,3 +51,18 @@ def test_the_unit_has_a_floor_for_rates_near_zero_and_the_trigger_can_be_off() -
 def test_paired_settings_must_be_positive(name: str) -> None:
     with pytest.raises(ValueError, match=name):
         RollbackSettings(**{name: 0.0})  # type: ignore[arg-type]
+
+
+def test_the_watch_reports_its_figures_as_an_event() -> None:
+    watch = _watch(watch_steps=10)
+    for _ in range(4):
+        watch.step(None, constraint_hit=True)
+    watch.step(None, abstained=True)
+    watch.paired(9.8, 10.0)
+    event = watch.stepped()
+    assert (event.agent, event.state, event.steps, event.watch_steps) == (AGENT, "watching", 5, 10)
+    assert event.sec_cusum is None  # no SEC baseline was given
+    assert event.paired_samples == 1 and event.paired_mean_loss_eur_h == pytest.approx(0.2)
+    assert event.paired_cusum == pytest.approx(0.5)  # 0.2 / (2 % of 10) - k
+    assert event.constraint_hit_rate == pytest.approx(0.8) and event.abstention_rate == 0.2
+    assert watch.stepped("passed").state == "passed"

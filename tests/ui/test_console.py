@@ -414,3 +414,35 @@ def test_training_status_shows_as_a_progress_bar(c: Console) -> None:
     c.wait(lambda: "job-1 candidate" in label.text())
     assert "ro-8" in label.text() and str(report) in label.text()
     assert not bar.isVisibleTo(w.agents)
+
+
+def test_the_rollback_watch_of_a_promoted_agent_shows_on_the_agents_tab(
+    c: Console, packages: Packages, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    w = c.window
+    out = tmp_path / "ro-ui-w"
+    write_package(
+        out,
+        manifest_fields(version="ro-ui-w", parent_version=None),
+        constant_onnx(list(packages.proposal)),
+        signing_key,
+    )
+    c.login("emil")
+    assert c.core.agent is not None
+    assert c.result(c.core.agent.load_candidate(out, w.session)).accepted
+    for _ in range(10):  # min_shadow_steps is 1 on this site
+        c.step()
+        if w.agents.last_step is not None and w.agents.last_step.gates_passed:
+            break
+    verdict = c.result(c.core.agent.promote(w.session, "ui test"))
+    assert verdict.accepted, verdict.reason
+    assert "no agent promoted" in w.agents.watch_label.text()
+    for _ in range(10):
+        c.step()
+        try:
+            c.wait(lambda: "Rollback watch on ro-ui-w: step" in w.agents.watch_label.text(), 3000)
+            break
+        except c.qtbot.TimeoutError:
+            continue  # a step is skipped while inputs settle
+    text = w.agents.watch_label.text()
+    assert "of 96" in text and "refused" in text and "abstained" in text, text

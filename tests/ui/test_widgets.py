@@ -226,3 +226,25 @@ def test_work_rows_show_fractions_busy_and_refuse_unknown_kinds(qtbot: QtBot) ->
     assert panel.work_labels["candidate"].text() == "No candidate download."
     with pytest.raises(KeyError, match="'upload'"):
         panel.set_work("x", kind="upload")
+
+
+def test_rollback_watch_text_names_the_agent_the_triggers_and_the_outcome() -> None:
+    from app.controllers.messages import RollbackWatchStepped
+    from app.domain import AgentVersion
+    from app.ui.agents_panel import watch_text
+
+    agent = AgentVersion(process="ro", version="ro-b", sha256="0" * 64)
+    event = RollbackWatchStepped(
+        agent=agent, state="watching", steps=7, watch_steps=96, threshold=5.0, sec_cusum=None,
+        paired_cusum=1.25, paired_mean_loss_eur_h=0.31, paired_samples=7,
+        constraint_hit_rate=0.0, abstention_rate=1 / 7,
+    )  # fmt: skip
+    text = watch_text(event)
+    assert text.startswith("Rollback watch on ro-b: step 7 of 96.")
+    assert "vs previous agent -0.31 €/h per step (CUSUM 1.2 of 5)" in text
+    assert "SEC" not in text and "abstained 14%" in text
+    from dataclasses import replace
+
+    assert "was rolled back after 7 steps" in watch_text(replace(event, state="rolled_back"))
+    assert "passed its 96-step watch" in watch_text(replace(event, state="passed", steps=96))
+    assert "SEC CUSUM 2.0 of 5" in watch_text(replace(event, sec_cusum=2.0))
