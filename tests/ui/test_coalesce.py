@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import pytest
@@ -123,7 +124,8 @@ def test_a_fetch_that_throws_does_not_wedge_later_requests(bridge: UiBridge) -> 
     assert len(core.started) == 1
 
 
-def test_alarms_panel_coalesces_a_flood_of_refreshes(qtbot: QtBot, bridge: UiBridge) -> None:
+def _hand_completed_fetch() -> tuple[list[Future[AlarmView]], Callable[[], Future[AlarmView]]]:
+    """A fetch whose futures the test completes; the list holds every fetch started."""
     started: list[Future[AlarmView]] = []
 
     def fetch() -> Future[AlarmView]:
@@ -131,6 +133,11 @@ def test_alarms_panel_coalesces_a_flood_of_refreshes(qtbot: QtBot, bridge: UiBri
         started.append(future)
         return future
 
+    return started, fetch
+
+
+def test_alarms_panel_coalesces_a_flood_of_refreshes(qtbot: QtBot, bridge: UiBridge) -> None:
+    started, fetch = _hand_completed_fetch()
     panel = AlarmsPanel(fetch, bridge)
     qtbot.addWidget(panel)
     for _ in range(10):
@@ -146,13 +153,7 @@ def test_alarms_panel_coalesces_a_flood_of_refreshes(qtbot: QtBot, bridge: UiBri
 
 
 def test_alarms_panel_says_when_its_list_is_not_current(qtbot: QtBot, bridge: UiBridge) -> None:
-    started: list[Future[AlarmView]] = []
-
-    def fetch() -> Future[AlarmView]:
-        future: Future[AlarmView] = Future()
-        started.append(future)
-        return future
-
+    started, fetch = _hand_completed_fetch()
     panel = AlarmsPanel(fetch, bridge)
     qtbot.addWidget(panel)
     panel.refresh()
